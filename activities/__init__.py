@@ -1,0 +1,1 @@
+"""storyloom activities: one module per outside system."""

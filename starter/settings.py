@@ -1,0 +1,100 @@
+"""storyloom's settings: environment (prefix ``STORYLOOM_``) plus the ecosystem's own names.
+
+``OLLAMA_HOST`` and ``TEMPORAL_ADDRESS`` are honoured when the ``STORYLOOM_`` name is not set.
+Every default is finite and works on a laptop with the embedded services.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from workflows_temporal.contracts import GpuSharing
+
+__all__ = ["Settings", "load_settings", "normalize_ollama_url"]
+
+
+def normalize_ollama_url(value: str) -> str:
+    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; a bare host means port 11434."""
+    value = value.strip().rstrip("/")
+    if "://" not in value:
+        value = "http://" + value
+    scheme, rest = value.split("://", 1)
+    hostport, _, path = rest.partition("/")
+    if hostport.startswith("0.0.0.0"):
+        hostport = "127.0.0.1" + hostport[len("0.0.0.0"):]
+    if ":" not in hostport.split("]")[-1]:
+        hostport += ":11434"
+    return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
+
+
+def _default_data_dir() -> Path:
+    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(base) / "storyloom"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="STORYLOOM_", extra="ignore")
+
+    data_dir: Path = Field(default_factory=_default_data_dir)
+    database_url: str = ""  # empty: SQLite in data_dir
+    temporal_address: str = Field(
+        default="127.0.0.1:7233",
+        validation_alias=AliasChoices("STORYLOOM_TEMPORAL_ADDRESS", "TEMPORAL_ADDRESS"),
+    )
+    temporal_namespace: str = Field(
+        default="default",
+        validation_alias=AliasChoices("STORYLOOM_TEMPORAL_NAMESPACE", "TEMPORAL_NAMESPACE"),
+    )
+    temporal_ui_port: int = 8233
+    ollama_url: str = Field(
+        default="http://127.0.0.1:11434",
+        validation_alias=AliasChoices("STORYLOOM_OLLAMA_URL", "OLLAMA_HOST"),
+    )
+    comfyui_url: str = "http://127.0.0.1:8188"
+
+    text_model: str = "llama3.2"
+    fallback_models: list[str] = Field(default_factory=list)
+    embed_model: str = "all-minilm"
+    template: str = "scene"
+    checkpoint: str = ""  # empty: the template's default checkpoint
+    image_width: int = 512
+    image_height: int = 512
+    gpu_sharing: GpuSharing = GpuSharing.SHARED
+    gpu: str = ""  # which GPU's image queue this worker serves; "" = the default one
+
+    # Ollama sends no byte before the first token; a cold load may take minutes.
+    ollama_connect_timeout_s: float = 5.0
+    ollama_first_byte_timeout_s: float = 600.0
+    ollama_idle_timeout_s: float = 120.0
+    comfyui_connect_timeout_s: float = 5.0
+    comfyui_read_timeout_s: float = 60.0
+    comfyui_poll_interval_s: float = 2.0
+
+    metrics_port: int = 0  # 0: no Prometheus endpoint
+    log_json: bool | None = None  # None: JSON when stderr is not a terminal
+
+    @field_validator("ollama_url")
+    @classmethod
+    def _normalize_ollama(cls, v: str) -> str:
+        return normalize_ollama_url(v)
+
+    @field_validator("comfyui_url")
+    @classmethod
+    def _strip_slash(cls, v: str) -> str:
+        return v.strip().rstrip("/")
+
+    @property
+    def media_dir(self) -> Path:
+        return self.data_dir / "media"
+
+    @property
+    def effective_database_url(self) -> str:
+        return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'storyloom.db'}"
+
+
+def load_settings(**overrides: object) -> Settings:
+    return Settings(**overrides)  # type: ignore[arg-type]

@@ -1,0 +1,8 @@
+"""Shared test configuration. Fixtures live in tests/fixtures/, one module per outside system."""
+
+pytest_plugins = [
+    "tests.fixtures.common",
+    "tests.fixtures.emulators",
+    "tests.fixtures.temporal_env",
+    "tests.fixtures.store",
+]

@@ -1,0 +1,264 @@
+"""Inputs and outputs shared by workflows and activities: pure data, one model per step.
+
+Rules: only ids, paths, hashes and short texts (ARCHITECTURE rule 3). Every field has a default
+or is required from the first version on, so fields can be added without breaking histories.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from pydantic import BaseModel, Field
+
+__all__ = [
+    "AttachImageInput",
+    "CastCharacter",
+    "CharacterLook",
+    "ExtractCastInput",
+    "FreeVramInput",
+    "GpuSharing",
+    "ImageStatus",
+    "LoadContextInput",
+    "RenderInput",
+    "RenderProgress",
+    "RenderResult",
+    "SaveNodeInput",
+    "SavedNode",
+    "SceneCast",
+    "SceneContext",
+    "SceneRequest",
+    "SceneResult",
+    "StepTimings",
+    "UpsertCharactersInput",
+    "UpsertCharactersResult",
+    "WriteProgress",
+    "WriteSceneInput",
+    "WrittenScene",
+]
+
+MAX_SCENE_CHARS = 24_000  # a scene is ~1-3k words; bounded so history payloads stay small
+
+
+class ImageStatus(StrEnum):
+    SKIPPED = "skipped"
+    PENDING = "pending"
+    RENDERING = "rendering"
+    DONE = "done"
+    FAILED = "failed"
+
+
+class GpuSharing(StrEnum):
+    SHARED = "shared"  # Ollama and ComfyUI on one GPU: unload the LLM before each render
+    SEPARATE = "separate"
+
+
+# ---- the workflow's own input and output -------------------------------------------------
+
+
+class SceneRequest(BaseModel):
+    """Start one scene. ``story_id`` None means: start a new story with this direction as premise."""
+
+    direction: str = Field(min_length=1, max_length=4000)
+    story_id: str | None = None
+    parent_node_id: str | None = None
+    illustrate: bool = True
+    model: str | None = None  # None: the worker's configured text model
+    template: str | None = None  # None: the worker's configured template
+    style: str = ""
+    seed: int | None = None  # None: derived from the workflow id
+    gpu_sharing: GpuSharing = GpuSharing.SHARED
+
+
+class StepTimings(BaseModel):
+    """Seconds spent per step, measured from workflow time (deterministic)."""
+
+    write_s: float = 0.0
+    illustrate_s: float = 0.0
+    total_s: float = 0.0
+
+
+class SceneResult(BaseModel):
+    story_id: str
+    node_id: str
+    workflow_id: str
+    title: str
+    image_status: ImageStatus
+    image_path: str | None = None
+    image_sha256: str | None = None
+    image_error: str | None = None
+    timings: StepTimings = Field(default_factory=StepTimings)
+
+
+# ---- 1 load_context (db) ------------------------------------------------------------------
+
+
+class LoadContextInput(BaseModel):
+    workflow_id: str
+    direction: str
+    story_id: str | None = None
+    parent_node_id: str | None = None
+
+
+class CharacterLook(BaseModel):
+    name: str
+    look: str  # canonical visual description
+    reference_image: str | None = None  # local path of the reference picture, if any
+
+
+class SceneContext(BaseModel):
+    """What the writer needs: the story (created if new), the path's summaries, known characters."""
+
+    story_id: str
+    premise: str
+    parent_node_id: str | None = None
+    depth: int = 0  # depth the new node will have (root = 0)
+    summaries: list[str] = Field(default_factory=list)  # ancestors' summaries, root first
+    characters: list[CharacterLook] = Field(default_factory=list)
+
+
+# ---- 2 write_scene (llm) ------------------------------------------------------------------
+
+
+class WriteSceneInput(BaseModel):
+    workflow_id: str
+    model: str
+    premise: str
+    direction: str
+    summaries: list[str] = Field(default_factory=list)
+    characters: list[CharacterLook] = Field(default_factory=list)
+    style: str = ""
+    seed: int = 0
+
+
+class WriteProgress(BaseModel):
+    """Heartbeat details of write_scene."""
+
+    tokens: int = 0
+    model: str = ""
+
+
+class WrittenScene(BaseModel):
+    title: str
+    text: str = Field(max_length=MAX_SCENE_CHARS)
+    summary: str
+    model: str  # the model that actually wrote it (a fallback may differ from the request)
+    tokens: int = 0
+    fallback_note: str | None = None
+
+
+# ---- 3 save_node (db) ---------------------------------------------------------------------
+
+
+class SaveNodeInput(BaseModel):
+    workflow_id: str  # the idempotency key: one node per workflow id
+    story_id: str
+    parent_node_id: str | None = None
+    direction: str
+    title: str
+    text: str = Field(max_length=MAX_SCENE_CHARS)
+    summary: str
+    model: str
+    illustrate: bool = True
+
+
+class SavedNode(BaseModel):
+    node_id: str
+    story_id: str
+    depth: int
+    created: bool  # False when the row already existed (a retry or replay)
+
+
+# ---- 4 extract_cast (llm) -----------------------------------------------------------------
+
+
+class ExtractCastInput(BaseModel):
+    workflow_id: str
+    model: str
+    text: str = Field(max_length=MAX_SCENE_CHARS)
+    known_characters: list[CharacterLook] = Field(default_factory=list)
+    seed: int = 0
+
+
+class CastCharacter(BaseModel):
+    name: str
+    look: str
+
+
+class SceneCast(BaseModel):
+    characters: list[CastCharacter] = Field(default_factory=list)
+    setting: str = ""
+    visual_prompt: str = ""
+
+
+# ---- 5 upsert_characters (db) -------------------------------------------------------------
+
+
+class UpsertCharactersInput(BaseModel):
+    story_id: str
+    node_id: str
+    characters: list[CastCharacter] = Field(default_factory=list)
+
+
+class UpsertCharactersResult(BaseModel):
+    """Canonical looks (the stored one wins over a new extraction) and reference pictures."""
+
+    characters: list[CharacterLook] = Field(default_factory=list)
+
+
+# ---- 6 free_llm_vram (llm) ----------------------------------------------------------------
+
+
+class FreeVramInput(BaseModel):
+    model: str
+    deadline_s: float = 30.0
+
+
+# ---- 7 render (image) ---------------------------------------------------------------------
+
+
+class RenderInput(BaseModel):
+    workflow_id: str
+    node_id: str
+    step: str = "render"  # with workflow_id, the seed of the deterministic prompt_id
+    template: str
+    positive: str
+    negative: str = ""
+    seed: int
+    width: int = 512
+    height: int = 512
+    reference_image: str | None = None  # local path; uploaded to ComfyUI before submit
+    checkpoint: str | None = None  # None: the template's default
+
+
+class RenderProgress(BaseModel):
+    """Heartbeat details of render: which job, where it is."""
+
+    prompt_id: str
+    state: str = "submitted"  # submitted | queued | running | downloading
+    queue_position: int | None = None
+    node: str | None = None
+    step: int = 0
+    steps: int = 0
+
+
+class RenderResult(BaseModel):
+    prompt_id: str
+    image_path: str
+    sha256: str
+    template: str
+    resubmitted: bool = False  # the job was lost by ComfyUI and submitted again
+
+
+# ---- 8 attach_image (db) ------------------------------------------------------------------
+
+
+class AttachImageInput(BaseModel):
+    node_id: str
+    status: ImageStatus
+    image_path: str | None = None
+    sha256: str | None = None
+    error: str | None = None
+    prompt_id: str | None = None
+    template: str | None = None
+    seed: int | None = None
+    note: str | None = None  # a fallback or an event worth recording on the node

@@ -1,0 +1,104 @@
+"""Task queues, timeouts and retry policies: one place, named per step (ARCHITECTURE rule 1-2).
+
+Workers and starters import the queue names from here; workflows import the step options.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import timedelta
+
+from temporalio.common import RetryPolicy
+
+__all__ = [
+    "LLM_QUEUE",
+    "DB_QUEUE",
+    "IMAGE_QUEUE",
+    "NON_RETRYABLE_TYPES",
+    "ROLES",
+    "SCENE_WORKFLOW_QUEUE",
+    "STEPS",
+    "StepPolicy",
+    "image_queue",
+    "queues_for_role",
+]
+
+SCENE_WORKFLOW_QUEUE = "storyloom-workflows"
+LLM_QUEUE = "storyloom-llm"
+DB_QUEUE = "storyloom-db"
+IMAGE_QUEUE = "storyloom-image"  # the default GPU; one queue per GPU, concurrency 1
+ROLES = ("llm", "image", "db", "all")
+
+# Error types that no retry can fix (ApplicationError type = class name in activities/errors.py).
+NON_RETRYABLE_TYPES = [
+    "BadRequest",
+    "ModelNotFound",
+    "StructuredOutputError",
+    "OutputMissing",
+    "ComfyValidationError",
+    "ComfyExecutionError",
+    "JobCancelled",
+    "TemplateError",
+    "StoreError",
+]
+
+
+def image_queue(gpu: str = "") -> str:
+    """The task queue of one GPU; ``""`` is the default GPU."""
+    return f"{IMAGE_QUEUE}-{gpu}" if gpu else IMAGE_QUEUE
+
+
+def queues_for_role(role: str, gpu: str = "") -> list[str]:
+    """Which activity queues a worker of ``role`` polls (workflows run on every worker)."""
+    table = {"llm": [LLM_QUEUE], "image": [image_queue(gpu)], "db": [DB_QUEUE]}
+    if role == "all":
+        return [LLM_QUEUE, image_queue(gpu), DB_QUEUE]
+    if role not in table:
+        raise ValueError(f"unknown worker role {role!r}; choose one of {', '.join(ROLES)}")
+    return table[role]
+
+
+@dataclass(frozen=True)
+class StepPolicy:
+    """How one step runs: its queue, timeouts and retries."""
+
+    task_queue: str
+    start_to_close: timedelta
+    retry: RetryPolicy
+    heartbeat: timedelta | None = None
+    schedule_to_close: timedelta | None = None
+
+
+def _retry(attempts: int, initial_s: float = 1.0, max_s: float = 30.0) -> RetryPolicy:
+    return RetryPolicy(
+        initial_interval=timedelta(seconds=initial_s),
+        backoff_coefficient=2.0,
+        maximum_interval=timedelta(seconds=max_s),
+        maximum_attempts=attempts,
+        non_retryable_error_types=NON_RETRYABLE_TYPES,
+    )
+
+
+# Ollama sends nothing until the first token, and a cold load can take minutes: write_scene's
+# start-to-close covers a cold load plus generation; its heartbeat timeout is short because the
+# activity heartbeats on a timer while it waits, not only per token.
+STEPS: dict[str, StepPolicy] = {
+    "load_context": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
+    "write_scene": StepPolicy(
+        LLM_QUEUE, timedelta(minutes=15), _retry(6, 2.0, 60.0), heartbeat=timedelta(seconds=10)
+    ),
+    "save_node": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
+    "extract_cast": StepPolicy(
+        LLM_QUEUE, timedelta(minutes=10), _retry(4, 2.0, 60.0), heartbeat=timedelta(seconds=10)
+    ),
+    "upsert_characters": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
+    "free_llm_vram": StepPolicy(LLM_QUEUE, timedelta(seconds=60), _retry(3)),
+    "render": StepPolicy(
+        IMAGE_QUEUE,
+        timedelta(minutes=30),
+        _retry(6, 2.0, 60.0),
+        heartbeat=timedelta(seconds=10),
+        schedule_to_close=timedelta(hours=2),
+    ),
+    "attach_image": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
+}
