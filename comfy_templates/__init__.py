@@ -1,0 +1,1 @@
+"""API-format ComfyUI graphs and their parameter manifests (data only)."""
