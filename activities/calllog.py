@@ -10,16 +10,18 @@ import contextlib
 import contextvars
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from types import MappingProxyType, TracebackType
+from typing import Any, Self
 
 __all__ = ["CallTimer", "call_context", "current_call_context", "log_call"]
 
 logger = logging.getLogger("storyloom.calls")
 
-_context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
-    "storyloom_call_context", default={}
+# Immutable default: call_context always sets a fresh dict, never mutates the current one.
+_context: contextvars.ContextVar[Mapping[str, Any]] = contextvars.ContextVar(
+    "storyloom_call_context", default=MappingProxyType({})
 )
 
 
@@ -81,11 +83,16 @@ class CallTimer:
     extra: dict[str, Any] = field(default_factory=dict)
     _start: float = 0.0
 
-    def __enter__(self) -> CallTimer:
+    def __enter__(self) -> Self:
         self._start = time.perf_counter()
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: Any) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         outcome = "ok" if exc_type is None else exc_type.__name__
         log_call(
             self.service, self.method, self.url,

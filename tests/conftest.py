@@ -2,7 +2,8 @@
 
 pytest_plugins = [
     "tests.fixtures.common",
-    "tests.fixtures.emulators",
+    "tests.fixtures.comfy_emulator",
+    "tests.fixtures.ollama_emulator",
     "tests.fixtures.temporal_env",
     "tests.fixtures.store",
 ]

@@ -29,6 +29,8 @@ __all__ = [
     "SceneRequest",
     "SceneResult",
     "StepTimings",
+    "StoryRequest",
+    "StoryResult",
     "UpsertCharactersInput",
     "UpsertCharactersResult",
     "WriteProgress",
@@ -262,3 +264,34 @@ class AttachImageInput(BaseModel):
     template: str | None = None
     seed: int | None = None
     note: str | None = None  # a fallback or an event worth recording on the node
+
+
+# ---- StoryWorkflow: N scenes in a row -----------------------------------------------------
+
+
+class StoryRequest(BaseModel):
+    """Write ``directions`` as consecutive scenes, each continuing from the previous node.
+
+    ``story_id`` None: the first scene starts a new story. ``next_index``, ``node_ids`` and
+    ``paused`` are carried across continue-as-new; starters leave them at their defaults.
+    """
+
+    directions: list[str] = Field(min_length=1, max_length=1000)
+    story_id: str | None = None
+    parent_node_id: str | None = None
+    illustrate: bool = True
+    model: str | None = None
+    template: str | None = None
+    style: str = ""
+    gpu_sharing: GpuSharing = GpuSharing.SHARED
+    next_index: int = 0
+    node_ids: list[str] = Field(default_factory=list)
+    images_failed: int = 0
+    paused: bool = False
+
+
+class StoryResult(BaseModel):
+    story_id: str
+    node_ids: list[str] = Field(default_factory=list)  # in story order
+    last_node_id: str | None = None
+    images_failed: int = 0

@@ -11,9 +11,9 @@ from datetime import timedelta
 from temporalio.common import RetryPolicy
 
 __all__ = [
-    "LLM_QUEUE",
     "DB_QUEUE",
     "IMAGE_QUEUE",
+    "LLM_QUEUE",
     "NON_RETRYABLE_TYPES",
     "ROLES",
     "SCENE_WORKFLOW_QUEUE",

@@ -1,0 +1,215 @@
+"""The ``render`` activity: fill a template, run it on ComfyUI exactly once, download the image.
+
+Re-attach rule (ARCHITECTURE rule 4): the prompt id is uuid5(workflow id / step), and every
+attempt asks ComfyUI about it before submitting anything:
+
+    COMPLETED  → download (no new execution)
+    PENDING / RUNNING → follow it to the end
+    FAILED     → ComfyExecutionError (final)
+    CANCELLED  → attempt 1 (a new request, e.g. a re-render of the step) submits again;
+                 a retry (attempt > 1) raises JobCancelled: someone cancelled *this* request
+    UNKNOWN    → (lease) upload the reference, fill the template, open the socket, submit, follow
+
+A job lost while being followed (server restart) is submitted again once under the same id in
+the same attempt (``resubmitted=True``); a second loss raises JobLost (retryable).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+import uuid
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Protocol
+
+from temporalio import activity
+
+from activities.calllog import call_context
+from activities.comfyui.client import ComfyClient
+from activities.comfyui.files import safe_name
+from activities.comfyui.follow import judge
+from activities.comfyui.models import JobState, ProgressEvent
+from activities.errors import JobLost, StoryloomError, to_application_error
+from activities.templates import WorkflowManager, template_error
+from workflows_temporal.contracts import RenderInput, RenderProgress, RenderResult
+
+__all__ = ["STORYLOOM_NAMESPACE", "ImageActivities", "RenderLease", "render_prompt_id"]
+
+logger = logging.getLogger(__name__)
+
+# Fixed forever: changing it would orphan every job of every running workflow.
+STORYLOOM_NAMESPACE = uuid.UUID("06560564-c475-5cdf-8280-103fd5760769")
+_PREFIX_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+def render_prompt_id(workflow_id: str, step: str) -> str:
+    """The deterministic ComfyUI prompt id of one render step (canonical lowercase UUID)."""
+    return str(uuid.uuid5(STORYLOOM_NAMESPACE, f"{workflow_id}/{step}"))
+
+
+class RenderLease(Protocol):
+    """Fencing for submits: True if ``attempt`` may submit ``prompt_id`` (a DB compare-and-set
+    that a later attempt wins), False if a newer attempt owns it."""
+
+    async def take(self, prompt_id: str, attempt: int) -> bool: ...
+
+
+class _Heartbeat:
+    """Sends RenderProgress on every event and every ``every`` seconds while open."""
+
+    def __init__(self, prompt_id: str, every: float) -> None:
+        self.progress = RenderProgress(prompt_id=prompt_id)
+        self._every = every
+        self._task: asyncio.Task[None] | None = None
+
+    def send(self, **changes: Any) -> None:
+        self.progress = self.progress.model_copy(update=changes)
+        activity.heartbeat(self.progress)
+
+    def on_event(self, event: ProgressEvent) -> None:
+        if event.kind == "queued":
+            self.send(state="queued", queue_position=event.queue_position)
+        elif event.kind in ("started", "node"):
+            self.send(state="running", queue_position=None, node=event.node or self.progress.node)
+        elif event.kind == "step":
+            self.send(state="running", queue_position=None, node=event.node,
+                      step=event.value, steps=event.max)
+        else:
+            self.send()
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._every)
+            self.send()
+
+    async def __aenter__(self) -> _Heartbeat:  # noqa: PYI034 - private helper
+        self.send()
+        self._task = asyncio.create_task(self._tick())
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+
+class ImageActivities:
+    """Image activities of one GPU's worker (run with concurrency 1 on its task queue).
+
+    ``render`` is idempotent per (workflow id, step): at most one ComfyUI execution, whatever
+    the number of attempts (except after ComfyUI itself lost the job). Failures reach Temporal as
+    ApplicationError typed by class name; final ones are non-retryable.
+    """
+
+    def __init__(
+        self, client: ComfyClient, templates: WorkflowManager, media_dir: Path,
+        lease: RenderLease | None = None, *, heartbeat_every: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.templates = templates
+        self.media_dir = media_dir
+        self.lease = lease
+        self.heartbeat_every = heartbeat_every
+
+    @activity.defn(name="render")
+    async def render(self, inp: RenderInput) -> RenderResult:
+        """Render ``inp`` and return the downloaded image's path and sha256 (see module doc)."""
+        attempt = activity.info().attempt
+        prompt_id = render_prompt_id(inp.workflow_id, inp.step)
+        with call_context(workflow_id=inp.workflow_id, attempt=attempt, activity="render",
+                          prompt_id=prompt_id):
+            try:
+                async with _Heartbeat(prompt_id, self.heartbeat_every) as beat:
+                    return await self._render(inp, prompt_id, attempt, beat)
+            except asyncio.CancelledError:
+                await self._cancel(prompt_id)
+                raise
+            except StoryloomError as exc:
+                raise to_application_error(exc) from exc
+
+    async def _render(
+        self, inp: RenderInput, prompt_id: str, attempt: int, beat: _Heartbeat
+    ) -> RenderResult:
+        manifest = self.templates.manifest(inp.template)
+        status = await self.client.job_status(prompt_id)
+        logger.info("render %s: prompt %s is %s before submit", inp.workflow_id, prompt_id,
+                    status.state)
+        resubmitted = False
+        if status.state is JobState.FAILED or (status.state is JobState.CANCELLED and attempt > 1):
+            judge(status, prompt_id, self.client.base_url)  # raises the typed error
+        if status.state is not JobState.COMPLETED:
+            submit = status.state in (JobState.UNKNOWN, JobState.CANCELLED)
+            graph = await self._prepare(inp) if submit else None
+            async with self.client.watch() as watcher:
+                if graph is not None:
+                    await self._submit(inp, prompt_id, attempt, graph, beat)
+                while True:
+                    try:
+                        async for event in watcher.follow(prompt_id):
+                            beat.on_event(event)
+                        break
+                    except JobLost:
+                        if resubmitted:
+                            raise
+                        resubmitted = True
+                        logger.warning("render %s: ComfyUI lost prompt %s; submitting it again",
+                                       inp.workflow_id, prompt_id)
+                        await self._submit(inp, prompt_id, attempt, await self._prepare(inp), beat)
+        beat.send(state="downloading", queue_position=None)
+        refs = await self.client.outputs(prompt_id, manifest.output_node)
+        target = self.media_dir / safe_name(inp.workflow_id, fallback="workflow", limit=120)
+        got = await self.client.download(refs[0], target, stem=f"{inp.node_id}-{inp.step}")
+        logger.info("render %s: %s (%d bytes, sha256 %s)", inp.workflow_id, got.path, got.size,
+                    got.sha256[:12])
+        return RenderResult(prompt_id=prompt_id, image_path=str(got.path), sha256=got.sha256,
+                            template=inp.template, resubmitted=resubmitted)
+
+    async def _prepare(self, inp: RenderInput) -> dict[str, Any]:
+        """Upload the reference picture (if any) and fill the template."""
+        manifest = self.templates.manifest(inp.template)
+        values: dict[str, Any] = {
+            "positive": inp.positive, "negative": inp.negative or None, "seed": inp.seed,
+            "width": inp.width, "height": inp.height, "checkpoint": inp.checkpoint,
+            "filename_prefix": "storyloom/" + (_PREFIX_UNSAFE.sub("_", inp.workflow_id) or "w"),
+        }
+        if inp.reference_image:
+            if "reference_image" not in manifest.parameters:
+                raise template_error(inp.template, "this template takes no reference image; use "
+                            "scene_with_reference", parameter="reference_image")
+            ref = await self.client.upload_image(Path(inp.reference_image))
+            values["reference_image"] = f"{ref.subfolder}/{ref.filename}" if ref.subfolder \
+                else ref.filename
+        params = {k: v for k, v in values.items() if k in manifest.parameters and v is not None}
+        return self.templates.render(inp.template, params)
+
+    async def _submit(
+        self, inp: RenderInput, prompt_id: str, attempt: int, graph: dict[str, Any],
+        beat: _Heartbeat,
+    ) -> None:
+        if self.lease is not None and not await self.lease.take(prompt_id, attempt):
+            raise JobLost(
+                f"attempt {attempt} no longer owns the render lease", service="comfyui",
+                where=f"prompt {prompt_id}", hint="A newer attempt is rendering this step",
+            )
+        number = await self.client.queue_prompt(
+            graph, prompt_id,
+            extra_data={"storyloom": {"workflow_id": inp.workflow_id, "node_id": inp.node_id,
+                                      "step": inp.step, "attempt": attempt}},
+        )
+        logger.info("render %s: submitted prompt %s as number %d", inp.workflow_id, prompt_id,
+                    number)
+        beat.send(state="submitted")
+
+    async def _cancel(self, prompt_id: str) -> None:
+        """Cancel only this prompt; a failure to cancel must not hide the cancellation."""
+        try:
+            cancelled = await asyncio.wait_for(self.client.cancel(prompt_id), 15.0)
+            logger.info("render cancelled: prompt %s cancelled=%s", prompt_id, cancelled)
+        except (StoryloomError, TimeoutError) as exc:
+            logger.warning("render cancelled: could not cancel prompt %s: %s", prompt_id, exc)

@@ -1,0 +1,188 @@
+"""The LLM steps of a scene as Temporal activities: write_scene, extract_cast, free_llm_vram."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+from temporalio import activity
+
+from activities.calllog import call_context
+from activities.errors import ModelNotFound, StoryloomError, to_application_error
+from activities.ollama.client import OllamaClient
+from activities.ollama.prompts import (
+    cast_prompt,
+    first_sentences,
+    scene_prompt,
+    split_title,
+    summary_prompt,
+)
+from workflows_temporal.contracts import (
+    MAX_SCENE_CHARS,
+    ExtractCastInput,
+    FreeVramInput,
+    SceneCast,
+    WriteProgress,
+    WriteSceneInput,
+    WrittenScene,
+)
+
+__all__ = ["LlmActivities"]
+
+logger = logging.getLogger("storyloom.activities.llm")
+R = TypeVar("R")
+_SCENE_TOKENS = 2048  # num_predict: a scene is 300-600 words; bounded so a loop cannot run away
+
+
+def _temporal_errors(
+    fn: Callable[[Any, Any], Awaitable[R]],
+) -> Callable[[Any, Any], Awaitable[R]]:
+    """Run inside the call-log context; a StoryloomError leaves as an ApplicationError."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, inp: Any) -> R:
+        info = activity.info()
+        with call_context(workflow_id=info.workflow_id, attempt=info.attempt,
+                          activity=info.activity_type):
+            try:
+                return await fn(self, inp)
+            except StoryloomError as exc:
+                raise to_application_error(exc) from exc
+
+    return wrapper
+
+
+@contextlib.asynccontextmanager
+async def _beating(progress: WriteProgress, every_s: float) -> AsyncIterator[None]:
+    """Heartbeat ``progress`` on a timer, so a cold load (no bytes yet) never looks dead."""
+
+    async def beat() -> None:
+        while True:
+            activity.heartbeat(progress.model_copy())
+            await asyncio.sleep(every_s)
+
+    task = asyncio.create_task(beat())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+class LlmActivities:
+    """Activities over one injected OllamaClient.
+
+    Errors leave as ``ApplicationError`` typed by class name; ``ModelNotFound``/``BadRequest``/
+    ``StructuredOutputError`` are non-retryable, transport and 5xx failures retryable. None of
+    these writes anything, so every one is safe to retry.
+    """
+
+    def __init__(
+        self, client: OllamaClient, *, fallback_models: list[str] | None = None,
+        heartbeat_every_s: float = 2.0,
+    ) -> None:
+        self.client = client
+        self.fallback_models = list(fallback_models or [])
+        self.heartbeat_every_s = heartbeat_every_s
+
+    @activity.defn(name="write_scene")
+    @_temporal_errors
+    async def write_scene(self, inp: WriteSceneInput) -> WrittenScene:
+        """Stream one scene from the LLM, heartbeating token counts. Falls back to
+        ``fallback_models`` in order when a model is missing or refuses the request for good
+        (non-retryable); a retryable failure is raised so Temporal retries the same model."""
+        prompt = scene_prompt(inp)
+        candidates = [inp.model] + [m for m in self.fallback_models if m != inp.model]
+        first_error: StoryloomError | None = None
+        for model in candidates:
+            try:
+                text, tokens = await self._stream_scene(model, prompt, inp.seed)
+            except StoryloomError as exc:
+                if exc.retryable:
+                    raise
+                logger.warning("model %s cannot write the scene: %s", model, exc.describe())
+                first_error = first_error or exc
+                continue
+            note = None
+            if model != inp.model and first_error is not None:
+                note = f"written by {model}: {inp.model} failed ({first_error.message})"
+            return await self._finish(model, text, tokens, note, inp.seed)
+        assert first_error is not None
+        raise first_error
+
+    async def _stream_scene(self, model: str, prompt: str, seed: int) -> tuple[str, int]:
+        progress = WriteProgress(tokens=0, model=model)
+        parts: list[str] = []
+        size = 0
+        async with _beating(progress, self.heartbeat_every_s):
+            stream = self.client.generate_stream(
+                model, prompt, seed=seed, temperature=_temperature(seed),
+                options={"num_predict": _SCENE_TOKENS},
+            )
+            async for chunk in stream:
+                progress.tokens += 1
+                if progress.tokens % 16 == 0:
+                    activity.heartbeat(progress.model_copy())
+                parts.append(chunk.response)
+                size += len(chunk.response)
+                if size >= MAX_SCENE_CHARS:
+                    await stream.aclose()  # closing the response stops the generation
+                    break
+        activity.heartbeat(progress.model_copy())
+        return "".join(parts), progress.tokens
+
+    async def _finish(
+        self, model: str, answer: str, tokens: int, note: str | None, seed: int
+    ) -> WrittenScene:
+        title, text = split_title(answer)
+        if len(text) > MAX_SCENE_CHARS:
+            cut = text[:MAX_SCENE_CHARS]
+            text = cut[: cut.rfind(". ") + 1] or cut
+        try:
+            result = await self.client.generate(
+                model, summary_prompt(text), seed=seed, temperature=0.0,
+                options={"num_predict": 160},
+            )
+            summary = first_sentences(result.text) or first_sentences(text)
+        except StoryloomError as exc:  # the scene is written; a plain extract will do
+            logger.warning("summary call failed, using the opening: %s", exc.describe())
+            summary = first_sentences(text)
+        return WrittenScene(title=title[:200], text=text, summary=summary, model=model,
+                            tokens=tokens, fallback_note=note)
+
+    @activity.defn(name="extract_cast")
+    @_temporal_errors
+    async def extract_cast(self, inp: ExtractCastInput) -> SceneCast:
+        """Characters (by the names in the text), setting and a visual prompt, as JSON-schema
+        structured output. StructuredOutputError is final: at temperature 0 a retry repeats it."""
+        activity.heartbeat(WriteProgress(model=inp.model))
+        cast = await self.client.generate_json(
+            inp.model, cast_prompt(inp), SceneCast, seed=inp.seed, temperature=0.0
+        )
+        seen: set[str] = set()
+        unique = []
+        for person in cast.characters:
+            if person.name.strip() and person.name.lower() not in seen:
+                seen.add(person.name.lower())
+                unique.append(person)
+        return cast.model_copy(update={"characters": unique})
+
+    @activity.defn(name="free_llm_vram")
+    @_temporal_errors
+    async def free_llm_vram(self, inp: FreeVramInput) -> None:
+        """Unload the model and wait until /api/ps confirms it (idempotent). A model that is not
+        installed has nothing to free, so ModelNotFound is not an error here."""
+        try:
+            await self.client.unload(inp.model, deadline_s=inp.deadline_s)
+        except ModelNotFound:
+            logger.info("model %s is not installed; nothing to unload", inp.model)
+
+
+def _temperature(seed: int) -> float:
+    """0.7-0.9, fixed per seed: varied prose across scenes, reproducible per workflow."""
+    return 0.7 + (seed % 5) * 0.05

@@ -1,0 +1,66 @@
+"""Fault-injection settings of the ComfyUI emulator and their parsing from a JSON object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["DEFAULT_STEP_DELAY", "FaultError", "Faults", "parse_faults"]
+
+DEFAULT_STEP_DELAY = 0.05
+
+
+class FaultError(ValueError):
+    """A fault object with unknown keys or badly typed values (HTTP 400)."""
+
+
+@dataclass(frozen=True)
+class Faults:
+    """The active faults; every POST replaces the whole set (`{}` restores these defaults).
+
+    step_delay: seconds per KSampler step (× time_scale). node_delay: seconds per other executed
+    node (× time_scale). ws_drop_after_steps: abort every socket after N sampler steps of a prompt,
+    once per prompt. suppress_ws_completion: no terminal frame and no trailing `executing null`.
+    error_at_node: class name whose nodes raise RuntimeError when they execute.
+    """
+
+    step_delay: float = DEFAULT_STEP_DELAY
+    node_delay: float = 0.0
+    ws_drop_after_steps: int | None = None
+    suppress_ws_completion: bool = False
+    error_at_node: str | None = None
+
+
+_NUMBERS = ("step_delay", "node_delay")
+KNOWN = frozenset(
+    {*_NUMBERS, "ws_drop_after_steps", "suppress_ws_completion", "error_at_node", "restart"}
+)
+
+
+def parse_faults(raw: Any) -> tuple[Faults, bool]:
+    """(faults, restart_requested); raises FaultError naming unknown keys or bad values."""
+    if not isinstance(raw, dict):
+        raise FaultError("faults must be a JSON object")
+    unknown = sorted(set(raw) - KNOWN)
+    if unknown:
+        raise FaultError(f"unknown fault key(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for key in _NUMBERS:
+        if key in raw:
+            value = raw[key]
+            if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+                raise FaultError(f"{key} must be a non-negative number")
+            values[key] = float(value)
+    drop = raw.get("ws_drop_after_steps")
+    if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int) or drop < 1):
+        raise FaultError("ws_drop_after_steps must be a positive integer or null")
+    values["ws_drop_after_steps"] = drop
+    for key in ("suppress_ws_completion", "restart"):
+        if not isinstance(raw.get(key, False), bool):
+            raise FaultError(f"{key} must be a boolean")
+    values["suppress_ws_completion"] = raw.get("suppress_ws_completion", False)
+    node = raw.get("error_at_node")
+    if node is not None and not isinstance(node, str):
+        raise FaultError("error_at_node must be a node class name or null")
+    values["error_at_node"] = node
+    return Faults(**values), bool(raw.get("restart", False))

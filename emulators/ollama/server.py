@@ -1,0 +1,156 @@
+"""The Ollama emulator's HTTP server: routing, lifecycle, and the /_emulator control routes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, Self
+
+from aiohttp import web
+
+from emulators.ollama import meta, wire
+from emulators.ollama.catalogue import DEFAULT_MODELS, ModelSpec
+from emulators.ollama.generation import handle_generation
+from emulators.ollama.state import Core, ModelState, parse_faults
+
+__all__ = ["OllamaEmulator", "serve"]
+
+logger = logging.getLogger("storyloom.emulators.ollama")
+
+Handler = Callable[[Core, web.Request, Any], Awaitable[web.StreamResponse]]
+_KEEP_REQUESTS = 500
+
+_ROUTES: dict[str, dict[str, Handler]] = {
+    "/": {"GET": meta.root, "HEAD": meta.root},
+    "/api/version": {"GET": meta.version, "HEAD": meta.version},
+    "/api/tags": {"GET": meta.tags, "HEAD": meta.tags},
+    "/api/ps": {"GET": meta.ps},
+    "/api/show": {"POST": meta.show},
+    "/api/generate": {"POST": handle_generation},
+    "/api/chat": {"POST": handle_generation},
+    "/api/embed": {"POST": meta.embed},
+    "/api/embeddings": {"POST": meta.embeddings},
+}
+
+
+class OllamaEmulator:
+    """A protocol-faithful Ollama server on loopback, for tests and demos without a GPU.
+
+    Deterministic: the same model, prompt, format and options give the same text and chunking.
+    Faults (see ``state.FAULT_KEYS``) are armed with ``faults=``, ``set_faults`` or
+    ``POST /_emulator/faults``; ``{}`` clears them. ``requests`` lists (path, body) received.
+    """
+
+    def __init__(
+        self,
+        *,
+        models: list[ModelSpec] | None = None,
+        time_scale: float = 1.0,
+        faults: dict[str, Any] | None = None,
+    ) -> None:
+        specs = {s.full_name: s for s in (models if models is not None else DEFAULT_MODELS)}
+        fault_dict = parse_faults(faults or {})
+        self.time_scale = time_scale
+        self.core = Core(ModelState(specs, fault_dict, time_scale), fault_dict, time_scale)
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def stats(self) -> dict[str, int]:
+        return {"requests": 0, "generations": 0, "loads": self.core.models.loads,
+                **self.core.stats}
+
+    @property
+    def requests(self) -> list[tuple[str, Any]]:
+        return list(self.core.requests)
+
+    @property
+    def faults(self) -> dict[str, Any]:
+        return dict(self.core.faults)
+
+    def set_faults(self, faults: dict[str, Any]) -> None:
+        """Replace every armed fault (ValueError for unknown keys or wrong types)."""
+        self.core.replace_faults(parse_faults(faults))
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._dispatch)
+        # handler_cancellation: a client disconnect cancels generation and aborts a cold load
+        self._runner = web.AppRunner(
+            app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None
+        )
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        await site.start()
+        server = site._server
+        assert server is not None and isinstance(server, asyncio.Server)
+        bound = server.sockets[0].getsockname()
+        self.url = f"http://{host}:{bound[1]}"
+        logger.info("ollama emulator listening on %s", self.url)
+        return self.url
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def _dispatch(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if path.startswith("/_emulator/"):
+            return await self._control(request)
+        methods = _ROUTES.get(path)
+        if methods is None:
+            return wire.plain(404, "404 page not found")
+        handler = methods.get(request.method)
+        if handler is None:
+            return wire.plain(405, "405 method not allowed")
+        self.core.count("requests")
+        body: Any = None
+        if request.method == "POST":
+            try:
+                body = await wire.read_body(request)
+            except wire.BodyError as exc:
+                self._remember(path, None)
+                return wire.error(400, str(exc))
+        self._remember(path, body)
+        return await handler(self.core, request, body)
+
+    def _remember(self, path: str, body: Any) -> None:
+        self.core.requests.append((path, body))
+        del self.core.requests[:-_KEEP_REQUESTS]
+
+    async def _control(self, request: web.Request) -> web.StreamResponse:
+        path, method = request.path, request.method
+        if path == "/_emulator/stats" and method == "GET":
+            return wire.json_response(self.stats)
+        if path == "/_emulator/requests" and method == "GET":
+            return wire.json_response([{"path": p, "body": b} for p, b in self.core.requests])
+        if path == "/_emulator/faults" and method == "GET":
+            return wire.json_response(self.faults)
+        if path == "/_emulator/faults" and method == "POST":
+            try:
+                self.set_faults(await wire.read_body(request))
+            except (wire.BodyError, ValueError) as exc:
+                return wire.error(400, str(exc))
+            return wire.json_response(self.faults)
+        return wire.plain(404, "404 page not found")
+
+
+async def serve(
+    host: str, port: int, *, time_scale: float = 1.0, faults: dict[str, Any] | None = None
+) -> None:
+    """Run an emulator on host:port until cancelled."""
+    emulator = OllamaEmulator(time_scale=time_scale, faults=faults)
+    await emulator.start(host, port)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await emulator.stop()

@@ -1,0 +1,93 @@
+"""`storyloom show` and `storyloom list`: read stories and nodes from the database and print them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.tree import Tree
+
+from activities.errors import StoreError
+from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
+from starter.settings import Settings
+
+__all__ = ["list_stories", "show"]
+
+
+async def _open(settings: Settings) -> Any:
+    from activities.store.db import open_store, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(settings.effective_database_url)
+    return await open_store(settings.effective_database_url)
+
+
+def _image_label(node: Any) -> str:
+    status = node.image_status
+    if status == "done":
+        return f"image done: {node.image_path}"
+    if status == "failed":
+        return f"image FAILED: {node.image_error or 'no reason recorded'}"
+    return f"image {status}"
+
+
+def _print_node(console: Console, node: Any) -> None:
+    console.print(f"[bold]{node.title}[/bold]  (node {node.id}, story {node.story_id}, "
+                  f"depth {node.depth})", highlight=False)
+    console.print(f"direction: {node.direction}", highlight=False, markup=False)
+    console.print(_image_label(node), highlight=False, markup=False)
+    if node.image_sha256:
+        console.print(f"sha256: {node.image_sha256}", highlight=False)
+    for note in node.notes or []:
+        console.print(f"note: {note.get('text', note) if isinstance(note, dict) else note}",
+                      highlight=False, markup=False)
+    console.print()
+    console.print(node.text, markup=False, highlight=False)
+
+
+def _print_story(console: Console, story: Any, nodes: list[Any]) -> None:
+    tree = Tree(f"[bold]{story.title or story.premise[:60]}[/bold] (story {story.id})")
+    branches: dict[str, Any] = {}
+    for node in nodes:  # tree order: parents come before their children
+        parent = branches.get(node.parent_id, tree) if node.parent_id else tree
+        label = f"{node.title} [dim]({node.id}; {_image_label(node)})[/dim]"
+        branches[node.id] = parent.add(label)
+    console.print(tree)
+
+
+async def show(settings: Settings, ident: str) -> int:
+    """Print a node (title, text, image status, notes) or a story (its tree of titles)."""
+    store = await _open(settings)
+    console = Console(soft_wrap=True)
+    try:
+        try:
+            _print_node(console, await store.repo.get_node(ident))
+            return EXIT_OK
+        except StoreError:
+            pass
+        try:
+            story = await store.repo.get_story(ident)
+        except StoreError as exc:
+            raise CliFailure(f"No node or story with id {ident!r} in "
+                             f"{settings.effective_database_url}. `storyloom list` shows the "
+                             "stories.", EXIT_USAGE) from exc
+        _print_story(console, story, await store.repo.story_nodes(story.id))
+        return EXIT_OK
+    finally:
+        await store.close()
+
+
+async def list_stories(settings: Settings) -> int:
+    """One line per story, newest first."""
+    store = await _open(settings)
+    try:
+        stories = await store.repo.list_stories()
+        if not stories:
+            print("no stories yet: storyloom scene \"your premise\"")
+        for story in stories:
+            nodes = await store.repo.story_nodes(story.id)
+            title = story.title or story.premise[:60]
+            print(f"{story.id}  {len(nodes):3d} scenes  {title}")
+        return EXIT_OK
+    finally:
+        await store.close()

@@ -1,0 +1,154 @@
+"""Follow one scene workflow live: stage, pending activity, tokens, queue position, sampler step.
+
+The picture comes from ``handle.describe()`` (pending activities and their heartbeat details,
+notes §5.8) and the workflow's ``progress`` query. It is drawn with rich on a terminal, as plain
+lines (one per change) otherwise, and not at all in quiet (``--json``) mode.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, Literal, TextIO
+
+from temporalio.api.enums.v1 import PendingActivityState
+from temporalio.client import Client, WorkflowHandle
+
+from workflows_temporal.contracts import RenderProgress, SceneResult, WriteProgress
+
+__all__ = ["Snapshot", "follow", "render_line", "snapshot"]
+
+Mode = Literal["rich", "plain", "quiet"]
+_RPC_TIMEOUT = timedelta(seconds=2)
+
+
+@dataclass
+class Snapshot:
+    """What the user sees at one moment."""
+
+    elapsed_s: float
+    status: str = "RUNNING"
+    stage: str | None = None
+    activity: str | None = None
+    activity_state: str | None = None
+    attempt: int = 1
+    last_failure: str | None = None
+    tokens: int | None = None
+    render: RenderProgress | None = None
+
+
+def _stage_of(progress: Any) -> str | None:
+    if progress is None:
+        return None
+    if isinstance(progress, str):
+        return progress
+    if isinstance(progress, dict):
+        value = progress.get("stage")
+    else:
+        value = getattr(progress, "stage", None)
+    return None if value is None else str(value)
+
+
+async def _decode_details(client: Client, pa: Any) -> Any:
+    if not pa.HasField("heartbeat_details") or not pa.heartbeat_details.payloads:
+        return None
+    values = await client.data_converter.decode(pa.heartbeat_details.payloads)
+    return values[0] if values else None
+
+
+async def snapshot(client: Client, handle: WorkflowHandle[Any, Any], started: float) -> Snapshot:
+    """One look at the workflow; never raises for a missing query or an undecodable heartbeat."""
+    desc = await handle.describe()
+    snap = Snapshot(elapsed_s=time.monotonic() - started, status=desc.status.name if desc.status
+                    else "RUNNING")
+    with contextlib.suppress(Exception):  # no worker yet, or the workflow already closed
+        snap.stage = _stage_of(await handle.query("progress", rpc_timeout=_RPC_TIMEOUT))
+    for pa in desc.raw_description.pending_activities:
+        snap.activity = pa.activity_type.name
+        snap.activity_state = PendingActivityState.Name(pa.state).removeprefix(
+            "PENDING_ACTIVITY_STATE_"
+        ).lower()
+        snap.attempt = pa.attempt
+        if pa.HasField("last_failure") and pa.last_failure.message:
+            snap.last_failure = pa.last_failure.message
+        details = await _decode_details(client, pa)
+        if isinstance(details, dict):
+            with contextlib.suppress(ValueError):
+                if "prompt_id" in details:
+                    snap.render = RenderProgress.model_validate(details)
+                elif "tokens" in details:
+                    snap.tokens = WriteProgress.model_validate(details).tokens
+    return snap
+
+
+def render_line(snap: Snapshot) -> str:
+    """The one-line description of a snapshot (used by both displays)."""
+    parts = [f"{snap.elapsed_s:5.1f}s"]
+    if snap.stage:
+        parts.append(snap.stage)
+    if snap.activity:
+        what = f"{snap.activity} ({snap.activity_state})"
+        if snap.attempt > 1:
+            what += f" attempt {snap.attempt}"
+        parts.append(what)
+    if snap.tokens is not None:
+        parts.append(f"{snap.tokens} tokens")
+    if snap.render is not None:
+        r = snap.render
+        if r.queue_position is not None:
+            parts.append(f"queue position {r.queue_position}")
+        if r.steps:
+            parts.append(f"step {r.step}/{r.steps}")
+        if r.node:
+            parts.append(f"node {r.node}")
+        parts.append(r.state)
+    if snap.last_failure:
+        parts.append(f"last failure: {snap.last_failure}")
+    return " · ".join(parts)
+
+
+async def follow(
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    *,
+    mode: Mode,
+    interval: float = 0.5,
+    out: TextIO | None = None,
+) -> SceneResult:
+    """Show progress until the workflow closes; returns its SceneResult or raises its failure
+    (``WorkflowFailureError``), as ``handle.result()`` does."""
+    out = out or sys.stderr
+    started = time.monotonic()
+    result_task = asyncio.create_task(handle.result())
+    if mode == "quiet":
+        return SceneResult.model_validate(await result_task)
+    live: Any = None
+    if mode == "rich":
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        live = Live(Text("starting…"), console=Console(file=out), transient=True,
+                    refresh_per_second=8)
+        live.start()
+    last = ""
+    try:
+        while not result_task.done():
+            with contextlib.suppress(Exception):
+                line = render_line(await snapshot(client, handle, started))
+                if live is not None:
+                    live.update(Text(line))
+                elif line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
+                    print(line, file=out, flush=True)
+                last = line
+            await asyncio.wait([result_task], timeout=interval)
+    finally:
+        if live is not None:
+            live.stop()
+        if not result_task.done():
+            result_task.cancel()
+    return SceneResult.model_validate(result_task.result())

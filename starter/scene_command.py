@@ -1,0 +1,164 @@
+"""`storyloom scene` and `storyloom watch`: start or follow a SceneWorkflow and report its result.
+
+Exit codes: 0 the scene exists (also when only its image failed), 1 the scene failed,
+2 bad usage or configuration. ``--json`` prints exactly the SceneResult JSON on stdout.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import uuid
+from typing import Any
+
+from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
+from temporalio.exceptions import CancelledError, FailureError, TerminatedError, TimeoutError
+from temporalio.service import RPCError
+
+from starter.logs import FILE_ONLY
+from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
+from starter.progress import Mode, follow
+from starter.settings import Settings
+from starter.temporal_client import TemporalUnreachable, connect
+from workflows_temporal.contracts import ImageStatus, SceneRequest, SceneResult
+from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
+
+__all__ = ["build_request", "cancel_scene", "result_line", "run_scene", "ui_link", "watch_scene"]
+
+logger = logging.getLogger(__name__)
+
+
+def build_request(settings: Settings, direction: str, **options: Any) -> SceneRequest:
+    """The request, with model/template/gpu_sharing filled from settings when not given."""
+    options = {k: v for k, v in options.items() if v is not None}
+    options.setdefault("model", settings.text_model)
+    options.setdefault("template", settings.template)
+    options.setdefault("gpu_sharing", settings.gpu_sharing)
+    try:
+        return SceneRequest(direction=direction, **options)
+    except ValueError as exc:
+        raise CliFailure(f"The scene request is invalid: {exc}", EXIT_USAGE) from exc
+
+
+def _first_words(text: str, n: int = 8) -> str:
+    words = text.split()
+    return " ".join(words[:n]) + ("…" if len(words) > n else "")
+
+
+def ui_link(settings: Settings, workflow_id: str) -> str:
+    host = settings.temporal_address.rpartition(":")[0] or "127.0.0.1"
+    return (f"http://{host}:{settings.temporal_ui_port}/namespaces/"
+            f"{settings.temporal_namespace}/workflows/{workflow_id}")
+
+
+def result_line(result: SceneResult, settings: Settings) -> str:
+    """The one-line summary a user reads after a scene."""
+    head = f"“{result.title}” — node {result.node_id} (story {result.story_id})"
+    if result.image_status == ImageStatus.DONE:
+        image = f"image: {result.image_path}"
+    elif result.image_status == ImageStatus.FAILED:
+        image = f"image FAILED: {result.image_error or 'no reason recorded'}"
+    else:
+        image = f"image {result.image_status.value}"
+    return (f"{head}; {image}; text: storyloom show {result.node_id}; "
+            f"UI: {ui_link(settings, result.workflow_id)}")
+
+
+def _failure_paragraph(err: BaseException, workflow_id: str) -> str:
+    cause: BaseException = err
+    while isinstance(cause, FailureError | WorkflowFailureError) and cause.cause is not None:
+        cause = cause.cause
+    if isinstance(cause, CancelledError):
+        return f"The scene {workflow_id} was cancelled."
+    if isinstance(cause, TerminatedError):
+        return f"The scene {workflow_id} was terminated."
+    if isinstance(cause, TimeoutError):
+        return f"The scene {workflow_id} timed out."
+    message = getattr(cause, "message", None) or str(cause) or type(cause).__name__
+    return (f"The scene failed ({workflow_id}): {message}. Nothing was lost; run "
+            f"`storyloom doctor` to check the services, then try again.")
+
+
+async def _await_and_report(
+    client: Client, handle: WorkflowHandle[Any, Any], settings: Settings, *, as_json: bool
+) -> int:
+    mode: Mode = "quiet" if as_json else ("rich" if sys.stderr.isatty() else "plain")
+    try:
+        result = await follow(client, handle, mode=mode)
+    except WorkflowFailureError as err:
+        logger.error("scene %s failed", handle.id, exc_info=err, extra=FILE_ONLY)
+        raise CliFailure(_failure_paragraph(err, handle.id), EXIT_FAILED) from err
+    if as_json:
+        print(result.model_dump_json())
+    else:
+        print(result_line(result, settings))
+    return EXIT_OK
+
+
+async def _client(settings: Settings) -> Client:
+    try:
+        return await connect(settings)
+    except TemporalUnreachable as exc:
+        raise CliFailure(str(exc), EXIT_USAGE) from exc
+
+
+async def run_scene(
+    settings: Settings, request: SceneRequest, *, as_json: bool = False, detach: bool = False
+) -> int:
+    """Start one SceneWorkflow, then follow it (or print its id and return with ``detach``)."""
+    client = await _client(settings)
+    workflow_id = f"scene-{uuid.uuid4()}"
+    details = "\n\n".join([
+        f"**direction**: {request.direction}",
+        f"**model**: {request.model}",
+        f"**template**: {request.template if request.illustrate else '(no illustration)'}",
+    ] + ([f"**style**: {request.style}"] if request.style else []))
+    attrs = None
+    if request.story_id:
+        from workflows_temporal.scene import STORY_ID
+
+        attrs = TypedSearchAttributes([SearchAttributePair(STORY_ID, request.story_id)])
+    try:
+        handle = await client.start_workflow(
+            "SceneWorkflow", request, id=workflow_id, task_queue=SCENE_WORKFLOW_QUEUE,
+            result_type=SceneResult, static_summary=f"Scene: {_first_words(request.direction)}",
+            static_details=details, search_attributes=attrs,
+        )
+    except RPCError as exc:
+        raise CliFailure(f"Temporal at {settings.temporal_address} refused to start the scene: "
+                         f"{exc}", EXIT_USAGE) from exc
+    logger.info("started %s", workflow_id)
+    if detach:
+        if not as_json:
+            print(f"started; follow it with: storyloom watch {workflow_id}", file=sys.stderr)
+            print(f"UI: {ui_link(settings, workflow_id)}", file=sys.stderr)
+        print(workflow_id)
+        return EXIT_OK
+    if not as_json:
+        print(f"scene {workflow_id} started — UI: {ui_link(settings, workflow_id)}",
+              file=sys.stderr)
+    return await _await_and_report(client, handle, settings, as_json=as_json)
+
+
+async def watch_scene(settings: Settings, workflow_id: str, *, as_json: bool = False) -> int:
+    """Follow a running (or finished) scene workflow; same display and exit codes as ``scene``."""
+    client = await _client(settings)
+    handle = client.get_workflow_handle(workflow_id, result_type=SceneResult)
+    try:
+        await handle.describe()
+    except RPCError as exc:
+        raise CliFailure(f"No workflow {workflow_id!r} in namespace "
+                         f"{settings.temporal_namespace}: {exc.message}", EXIT_USAGE) from exc
+    return await _await_and_report(client, handle, settings, as_json=as_json)
+
+
+async def cancel_scene(settings: Settings, workflow_id: str) -> int:
+    """Ask the workflow to cancel; the node (if any) records 'cancelled by user'."""
+    client = await _client(settings)
+    try:
+        await client.get_workflow_handle(workflow_id).cancel()
+    except RPCError as exc:
+        raise CliFailure(f"Could not cancel {workflow_id!r}: {exc.message}", EXIT_USAGE) from exc
+    print(f"cancel requested for {workflow_id}")
+    return EXIT_OK

@@ -1,0 +1,168 @@
+"""Run the Temporal workers of one role (llm, image, db or all) until SIGTERM/SIGINT.
+
+Every worker process also runs the workflows (SceneWorkflow) on SCENE_WORKFLOW_QUEUE; activity
+queues come from ``policies.queues_for_role``. The image queue runs one activity at a time: one
+GPU, one job (ARCHITECTURE rule 8).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from temporalio.client import Client
+from temporalio.worker import Worker
+
+from starter.clients import comfy_client, ollama_client
+from starter.settings import Settings
+from starter.temporal_client import connect
+from workflows_temporal.policies import (
+    DB_QUEUE,
+    LLM_QUEUE,
+    SCENE_WORKFLOW_QUEUE,
+    image_queue,
+    queues_for_role,
+)
+
+__all__ = ["ActivitySet", "build_activities", "build_workers", "run_worker"]
+
+logger = logging.getLogger(__name__)
+
+GRACEFUL_SHUTDOWN = timedelta(seconds=5)
+
+
+@dataclass
+class ActivitySet:
+    """Activity callables per task queue, and the closers of the clients they hold."""
+
+    by_queue: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def aclose(self) -> None:
+        for close in reversed(self.closers):
+            try:
+                await close()
+            except Exception:  # a failing close must not hide the others
+                logger.exception("closing a client failed")
+
+
+async def _open_store(settings: Settings, acts: ActivitySet) -> Any:
+    """Upgrade the schema, open the store; its close joins the set's closers."""
+    from activities.store.db import open_store, upgrade
+
+    url = settings.effective_database_url
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(url)
+    store = await open_store(url)
+    acts.closers.append(store.close)
+    return store
+
+
+async def build_activities(settings: Settings, role: str, gpu: str = "") -> ActivitySet:
+    """Clients and activity objects for ``role``; the database is upgraded first (db roles)."""
+    acts = ActivitySet()
+    queues = queues_for_role(role, gpu)
+    img_queue = image_queue(gpu)
+    store: Any = None
+    if DB_QUEUE in queues or img_queue in queues:  # the render lease lives in the database too
+        store = await _open_store(settings, acts)
+    if DB_QUEUE in queues:
+        from activities.store.activities import StoreActivities
+
+        where = settings.effective_database_url.rpartition("@")[2]  # never log a password
+        db = StoreActivities(store.repo, where=where)
+        acts.by_queue[DB_QUEUE] = [db.load_context, db.save_node, db.upsert_characters,
+                                   db.attach_image]
+    if LLM_QUEUE in queues:
+        from activities.ollama.activities import LlmActivities
+
+        ollama = ollama_client(settings)
+        acts.closers.append(ollama.aclose)
+        llm = LlmActivities(ollama, fallback_models=list(settings.fallback_models))
+        acts.by_queue[LLM_QUEUE] = [llm.write_scene, llm.extract_cast, llm.free_llm_vram]
+    if img_queue in queues:
+        from activities.comfyui.activities import ImageActivities
+        from activities.store.repository import RenderLease
+        from activities.templates import WorkflowManager
+
+        comfy = comfy_client(settings)
+        acts.closers.append(comfy.aclose)
+        settings.media_dir.mkdir(parents=True, exist_ok=True)
+        image = ImageActivities(comfy, WorkflowManager(), settings.media_dir,
+                                lease=RenderLease(store.repo))
+        acts.by_queue[img_queue] = [image.render]
+    return acts
+
+
+def build_workers(client: Client, acts: ActivitySet, gpu: str = "") -> list[Worker]:
+    """One Worker per queue: the workflow queue plus each activity queue of the role."""
+    from workflows_temporal.scene import SceneWorkflow
+
+    workers = [
+        Worker(
+            client, task_queue=SCENE_WORKFLOW_QUEUE, workflows=[SceneWorkflow],
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+        )
+    ]
+    for queue, activities in acts.by_queue.items():
+        one_gpu = queue == image_queue(gpu)
+        workers.append(
+            Worker(
+                client, task_queue=queue, activities=activities,
+                max_concurrent_activities=1 if one_gpu else 20,
+                graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            )
+        )
+    return workers
+
+
+async def run_worker(
+    settings: Settings,
+    role: str = "all",
+    *,
+    gpu: str | None = None,
+    stop: asyncio.Event | None = None,
+    on_ready: Callable[[list[str]], None] | None = None,
+) -> None:
+    """Poll the role's queues until ``stop`` is set or SIGTERM/SIGINT arrives, then drain.
+
+    Raises ValueError for an unknown role and TemporalUnreachable when Temporal does not answer.
+    """
+    gpu = settings.gpu if gpu is None else gpu
+    queues_for_role(role, gpu)  # validates the role before anything is started
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+            loop.add_signal_handler(sig, stop.set)
+            installed.append(sig)
+    client = await connect(settings)
+    acts = await build_activities(settings, role, gpu)
+    try:
+        workers = build_workers(client, acts, gpu)
+        tasks = [asyncio.create_task(w.run(), name=f"worker {w.task_queue}") for w in workers]
+        queues = [w.task_queue for w in workers]
+        logger.info("worker ready: role %s polling %s on %s", role, ", ".join(queues),
+                    settings.temporal_address)
+        if on_ready is not None:
+            on_ready(queues)
+        stopper = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+        logger.info("worker stopping: draining running activities (up to %ss)",
+                    GRACEFUL_SHUTDOWN.total_seconds())
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        stopper.cancel()
+        for task in tasks:
+            if task in done and (error := task.exception()) is not None:
+                raise error
+    finally:
+        await acts.aclose()
+        for handled in installed:
+            loop.remove_signal_handler(handled)

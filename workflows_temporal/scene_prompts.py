@@ -1,0 +1,72 @@
+"""Pure text helpers of SceneWorkflow: image prompt, reference pick, seed, summaries.
+
+Everything here is deterministic (no clock, randomness, env or I/O), so the workflow may call
+it during replay.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from workflows_temporal.contracts import CharacterLook, SceneCast
+
+__all__ = [
+    "REFERENCE_TEMPLATE",
+    "build_image_prompt",
+    "derive_seed",
+    "first_words",
+    "one_line",
+    "pick_reference",
+]
+
+# The template that conditions the render on a character's reference picture.
+REFERENCE_TEMPLATE = "scene_with_reference"
+MAX_PROMPT_CHARS = 2000  # ComfyUI's CLIP truncates long prompts anyway; keep history small
+
+
+def derive_seed(workflow_id: str) -> int:
+    """A stable 32-bit seed from the workflow id: the first 4 bytes of its sha256."""
+    return int.from_bytes(hashlib.sha256(workflow_id.encode("utf-8")).digest()[:4], "big")
+
+
+def first_words(text: str, count: int = 6, limit: int = 60) -> str:
+    """The first ``count`` words of ``text`` on one line, cut at ``limit`` characters."""
+    words = text.split()
+    short = " ".join(words[:count])
+    if len(words) > count:
+        short += "…"
+    return short if len(short) <= limit else short[: limit - 1] + "…"
+
+
+def one_line(message: str, limit: int = 300) -> str:
+    """``message`` squeezed onto one line (whitespace collapsed), cut at ``limit`` characters."""
+    flat = " ".join(message.split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def build_image_prompt(cast: SceneCast, looks: list[CharacterLook], style: str) -> str:
+    """The positive prompt: the scene's visual prompt, each present character's canonical look
+    (the stored look, as returned by upsert_characters, wins over the fresh extraction), then
+    the requested style. Empty parts are left out."""
+    canonical = {look.name: look.look for look in looks}
+    parts: list[str] = []
+    if cast.visual_prompt.strip():
+        parts.append(cast.visual_prompt.strip())
+    elif cast.setting.strip():
+        parts.append(cast.setting.strip())
+    seen: set[str] = set()
+    for name in [c.name for c in cast.characters] + list(canonical):
+        if name in seen:
+            continue
+        seen.add(name)
+        look = canonical.get(name) or next((c.look for c in cast.characters if c.name == name), "")
+        if look.strip():
+            parts.append(f"{name}: {look.strip()}")
+    if style.strip():
+        parts.append(style.strip())
+    return one_line(", ".join(parts), MAX_PROMPT_CHARS)
+
+
+def pick_reference(looks: list[CharacterLook]) -> CharacterLook | None:
+    """The first present character with a reference picture, or None."""
+    return next((look for look in looks if look.reference_image), None)
