@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 import time
 from pathlib import Path
 
+from bench.lab import close_lab
 from bench.registry import BENCHMARKS
 from bench.report import Result, print_table, write_json
 
@@ -21,12 +23,16 @@ RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
 async def run(names: list[str], quick: bool) -> list[Result]:
     results: list[Result] = []
-    for name in names:
-        started = time.perf_counter()
-        print(f"== {name} ...", file=sys.stderr, flush=True)
-        rows = await BENCHMARKS[name](quick)
-        print(f"   {name} took {time.perf_counter() - started:.1f} s", file=sys.stderr, flush=True)
-        results.extend(rows)
+    try:
+        for name in names:
+            started = time.perf_counter()
+            print(f"== {name} ...", file=sys.stderr, flush=True)
+            rows = await BENCHMARKS[name](quick)
+            print(f"   {name} took {time.perf_counter() - started:.1f} s", file=sys.stderr,
+                  flush=True)
+            results.extend(rows)
+    finally:
+        await close_lab()  # the shared dev server, emulators and worker
     return results
 
 
@@ -48,4 +54,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)  # in-process Workers may abort at interpreter exit (temporal notes §6)

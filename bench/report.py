@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Result", "machine_info", "spread", "write_json", "print_table"]
+__all__ = ["Result", "machine_info", "print_table", "spread", "write_json"]
 
 
 @dataclass
@@ -24,7 +24,7 @@ class Result:
 
     name: str
     value: float
-    target: float
+    target: float | None  # None: a figure reported for information, with no target
     better: str  # "lower" or "higher"
     unit: str = ""
     median: float | None = None
@@ -33,7 +33,9 @@ class Result:
     detail: dict[str, Any] = field(default_factory=dict)
 
     @property
-    def ok(self) -> bool:
+    def ok(self) -> bool | None:
+        if self.target is None:
+            return None
         return self.value <= self.target if self.better == "lower" else self.value >= self.target
 
     def as_json(self) -> dict[str, Any]:
@@ -81,10 +83,9 @@ def print_table(results: Sequence[Result]) -> None:
     for r in results:
         sign = "<=" if r.better == "lower" else ">="
         spread_txt = f"{r.spread:.0%}" if r.spread is not None else "-"
-        print(
-            f"{r.name:<34} {r.value:>10.3f}{r.unit:>2} {sign}{r.target:>10.3f} {spread_txt:>8}  "
-            f"{'yes' if r.ok else 'NO'}"
-        )
+        target = f"{sign}{r.target:>10.3f}" if r.target is not None else f"{'(info)':>12}"
+        verdict = "-" if r.ok is None else ("yes" if r.ok else "NO")
+        print(f"{r.name:<34} {r.value:>10.3f}{r.unit:>2} {target} {spread_txt:>8}  {verdict}")
 
 
 def write_json(results: Sequence[Result], path: Path, *, quick: bool) -> None:

@@ -220,6 +220,153 @@ def doctor() -> None:
     _run(go)
 
 
+@app.command()
+@_guard
+def demo(
+    data_dir: Annotated[Path, typer.Option(help="Where the demo keeps its data")] = Path(
+        "demo-data"),
+    keep: Annotated[bool | None, typer.Option(
+        help="Stay up after the story until Ctrl-C (default: when run in a terminal)")] = None,
+    time_scale: Annotated[float, typer.Option(help="Emulator delay factor")] = 0.2,
+) -> None:
+    """Write a 3-scene illustrated story end to end on the embedded defaults."""
+    from starter.demo import run_demo
+
+    os.environ["STORYLOOM_DATA_DIR"] = str(data_dir.resolve())
+    settings = _settings("demo", console_level=logging.WARNING)
+    _run(run_demo, settings, keep=sys.stdin.isatty() if keep is None else keep,
+         time_scale=time_scale)
+
+
+@app.command()
+@_guard
+def export(
+    story: Annotated[str, typer.Argument(help="The story id (storyloom list)")],
+    file: Annotated[Path | None, typer.Argument(help="Markdown file (with --markdown)")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the storybook into this folder")] = None,
+    markdown: Annotated[bool, typer.Option(help="Write Markdown to FILE (no FILE: stdout)")]
+    = False,
+    path: Annotated[str | None, typer.Option(help="Only the path from the root to this node")]
+    = None,
+) -> None:
+    """Export a story: a self-contained HTML storybook (--html DIR) and/or Markdown."""
+    from starter.export_command import STDOUT, run_export
+
+    if file is not None and not markdown:
+        raise CliFailure(f"{file} is a Markdown file name: add --markdown", EXIT_USAGE)
+    _run(run_export, _settings("cli"), story, html_dir=html, path_to=path,
+         markdown=(str(file) if file else STDOUT) if markdown else None)
+
+
+@app.command()
+@_guard
+def ui(story: Annotated[str, typer.Argument(help="The story id")]) -> None:
+    """Print the Temporal UI link listing that story's workflows."""
+    from starter.ui_link import story_list_url
+
+    print(story_list_url(_settings("cli"), story))
+
+
+@app.command("retry-image")
+@_guard
+def retry_image(
+    node: Annotated[str, typer.Argument(help="The node whose illustration to render again")],
+    force: Annotated[bool, typer.Option(help="Render again even if the image is done")] = False,
+    template: Annotated[str | None, typer.Option(help="Template if the node recorded none")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
+) -> None:
+    """Render a node's failed illustration again with the same parameters (its own workflow)."""
+    from starter.retry_command import run_retry_image
+
+    _run(run_retry_image, _settings("cli"), node, force=force, template=template,
+         as_json=json_out)
+
+
+@app.command()
+@_guard
+def story(
+    words: Annotated[list[str] | None, typer.Argument(
+        help="The premise; or `pause|resume|cancel STORY` to control a running story",
+        show_default=False)] = None,
+    scenes: Annotated[int, typer.Option(help="How many scenes to write")] = 3,
+    illustrate: Annotated[bool, typer.Option(help="Illustrate each scene")] = True,
+    resume: Annotated[str | None, typer.Option(
+        "--resume", help="Continue a stopped story (by story id) with --scenes more scenes")]
+    = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
+    detach: Annotated[bool, typer.Option(help="Start and print the workflow id")] = False,
+) -> None:
+    """Write a story of --scenes scenes, each continuing the last (progress: scene k of N).
+
+    Control a running story: `storyloom story pause STORY`, `storyloom story resume STORY`
+    (holds/continues between scenes), `storyloom story cancel STORY`. STORY is the story id
+    or the story workflow id. A stopped story goes on with `storyloom story --resume STORY`.
+    """
+    from starter.story_command import (
+        CONTROL_ACTIONS,
+        build_story_request,
+        control_story,
+        resume_story,
+        run_story,
+    )
+
+    args = list(words or [])
+    settings = _settings("cli")
+    if resume is not None:
+        if args:
+            raise CliFailure("--resume takes no premise: the story already has one", EXIT_USAGE)
+        _run(resume_story, settings, resume, scenes, illustrate=illustrate, as_json=json_out,
+             detach=detach)
+    elif len(args) == 2 and args[0] in CONTROL_ACTIONS:
+        _run(control_story, settings, args[0], args[1])
+    else:
+        premise = " ".join(args)
+        request = build_story_request(settings, premise, scenes, illustrate=illustrate)
+        _run(run_story, settings, premise, request, as_json=json_out, detach=detach)
+
+
+@app.command()
+@_guard
+def tree(story_id: Annotated[str, typer.Argument(help="The story id")]) -> None:
+    """Draw a story's tree of scenes: titles, image status, node ids."""
+    from starter.tree_command import show_tree
+
+    _run(show_tree, _settings("cli"), story_id)
+
+
+character_app = typer.Typer(help="A story's characters: canonical looks and reference images.",
+                            no_args_is_help=True)
+app.add_typer(character_app, name="character")
+
+
+@character_app.command("list")
+@_guard
+def character_list(story_id: str) -> None:
+    """List the story's characters with their canonical look and reference picture."""
+    from starter.character_command import list_characters
+
+    _run(list_characters, _settings("cli"), story_id)
+
+
+@character_app.command("set-image")
+@_guard
+def character_set_image(story_id: str, name: str, file: Path) -> None:
+    """Make FILE the character's reference picture (used by later scenes)."""
+    from starter.character_command import set_character_image
+
+    _run(set_character_image, _settings("cli"), story_id, name, file)
+
+
+@character_app.command("describe")
+@_guard
+def character_describe(story_id: str, name: str, look: str) -> None:
+    """Set the character's canonical look (repeated verbatim in later image prompts)."""
+    from starter.character_command import describe_character
+
+    _run(describe_character, _settings("cli"), story_id, name, look)
+
+
 def main() -> None:
     """Console-script entry: run the app, then flush and ``os._exit`` with its code."""
     code = 0

@@ -14,21 +14,25 @@ import os
 import signal
 import sys
 import time
-import uuid
 from pathlib import Path
 
 import httpx
 from temporalio.client import WorkflowFailureError
 
+from starter.book import load_book
 from starter.devserver import DevServer, DevServerError, start_dev_server
 from starter.emulate import EmulatorProcess, spawn_emulator
-from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
+from starter.export_html import write_html
+from starter.export_markdown import write_markdown
+from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_message
 from starter.ports import port_in_use
 from starter.settings import Settings
+from starter.story_command import build_story_request, start_story
+from starter.story_progress import follow_story
 from starter.temporal_client import connect
+from starter.ui_link import story_list_url
 from starter.worker import run_worker
-from workflows_temporal.contracts import StoryRequest, StoryResult
-from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
+from workflows_temporal.contracts import ImageStatus
 
 __all__ = ["DEMO_DIRECTIONS", "run_demo"]
 
@@ -91,50 +95,19 @@ async def _start_temporal(settings: Settings) -> tuple[Settings, DevServer]:
     return settings, server
 
 
-def _ui_story_link(settings: Settings, server: DevServer, story_id: str) -> str:
-    from urllib.parse import quote
-
-    base = server.ui_url or f"http://127.0.0.1:{settings.temporal_ui_port}"
-    query = quote(f'StoryId="{story_id}"')
-    return f"{base}/namespaces/{settings.temporal_namespace}/workflows?query={query}"
-
-
-async def _follow_story(handle: object, total: int) -> None:
-    """Print one line whenever the story's stage or scene count changes."""
-    last: tuple[object, ...] = ()
-    while True:
-        try:
-            prog = await handle.query("progress")  # type: ignore[attr-defined]
-        except Exception:  # noqa: BLE001 - the first query may race the first workflow task
-            prog = {}
-        key = (prog.get("stage"), prog.get("scenes_done"))
-        if prog and key != last:
-            print(f"  scene {min((prog.get('scenes_done') or 0) + 1, total)} of {total}: "
-                  f"{prog.get('stage')}", flush=True)
-            last = key
-        if prog.get("stage") in ("done", "failed"):
-            return
-        await asyncio.sleep(0.5)
-
-
-async def _write_story_file(settings: Settings, story_id: str) -> Path:
+async def _export(settings: Settings, story_id: str) -> tuple[Path, Path]:
+    """The finished story as an HTML storybook and Markdown notes in the data dir."""
     from activities.store.db import open_store
 
     store = await open_store(settings.effective_database_url)
     try:
-        nodes = await store.repo.story_nodes(story_id)
+        book = await load_book(store, story_id)
     finally:
         await store.close()
-    out = settings.data_dir / f"story-{story_id}.md"
-    parts = [f"# Story {story_id}\n"]
-    for node in nodes:
-        parts.append(f"\n## {node.title}\n\n{node.text}\n")
-        if node.image_path:
-            parts.append(f"\n![{node.title}]({node.image_path})\n")
-        elif node.image_status == "failed":
-            parts.append(f"\n_(image failed: {node.image_error})_\n")
-    out.write_text("".join(parts))
-    return out
+    book_dir = settings.data_dir / "storybook"
+    write_html(book, book_dir)
+    notes = write_markdown(book, settings.data_dir / f"story-{story_id}.md")
+    return book_dir, notes
 
 
 async def run_demo(settings: Settings, *, keep: bool, time_scale: float) -> int:
@@ -173,30 +146,27 @@ async def run_demo(settings: Settings, *, keep: bool, time_scale: float) -> int:
         if worker_task.done():
             worker_task.result()  # raises the worker's error
         client = await connect(settings)
-        request = StoryRequest(directions=DEMO_DIRECTIONS, model=settings.text_model,
-                               template=settings.template, gpu_sharing=settings.gpu_sharing)
-        workflow_id = f"story-demo-{uuid.uuid4()}"
-        handle = await client.start_workflow(
-            "StoryWorkflow", request, id=workflow_id, task_queue=SCENE_WORKFLOW_QUEUE,
-            result_type=StoryResult, static_summary="Story: the keeper and the fox (demo)",
-        )
-        print(f"Writing a {len(DEMO_DIRECTIONS)}-scene illustrated story ({workflow_id})…",
+        premise = DEMO_DIRECTIONS[0]
+        request = build_story_request(settings, premise, len(DEMO_DIRECTIONS), illustrate=True,
+                                      directions=DEMO_DIRECTIONS)
+        handle = await start_story(settings, client, request, premise)
+        print(f"Writing a {len(DEMO_DIRECTIONS)}-scene illustrated story ({handle.id})…",
               flush=True)
-        await _follow_story(handle, len(DEMO_DIRECTIONS))
         try:
-            result: StoryResult = await handle.result()
+            result = await follow_story(client, handle, mode="plain", out=sys.stdout)
         except WorkflowFailureError as exc:
-            reason = getattr(exc.cause, "message", None) or str(exc.cause or exc)
-            print(f"The demo story failed: {reason}. Logs: {settings.data_dir / 'logs'}",
+            print(f"The demo story failed: {root_message(exc)}. Logs: {settings.data_dir / 'logs'}",
                   file=sys.stderr)
             return EXIT_FAILED
-        story_file = await _write_story_file(settings, result.story_id)
+        book_dir, notes = await _export(settings, result.story_id)
+        failed = sum(1 for scene in result.scenes if scene.image_status == ImageStatus.FAILED)
         print(f"\nDone in {time.monotonic() - started:.1f} s: story {result.story_id}, "
-              f"{len(result.node_ids)} scenes, {result.images_failed} image(s) failed.")
-        print(f"  text      : {story_file}")
+              f"{len(result.scenes)} scenes, {failed} image(s) failed.")
+        print(f"  storybook : {book_dir / 'index.html'}")
+        print(f"  text      : {notes}")
         print(f"  images    : {settings.media_dir}")
         print(f"  database  : {settings.effective_database_url}")
-        print(f"  Temporal  : {_ui_story_link(settings, server, result.story_id)}")
+        print(f"  Temporal  : {story_list_url(settings, result.story_id)}")
         print(f"  more      : storyloom show {result.story_id}   (with STORYLOOM_DATA_DIR="
               f"{settings.data_dir})")
         if keep:

@@ -114,6 +114,9 @@ def _command(
         temporal_binary("temporal"), "server", "start-dev",
         "--ip", host, "--port", str(port), "--db-filename", str(db_file),
         "--ui-disable-news-fetch", "--log-level", "warn",
+        # WAL keeps full durability (synchronous stays FULL) and halves every step's latency:
+        # 8 no-op activities took ~900 ms in rollback-journal mode, ~500 ms in WAL (bench/).
+        "--sqlite-pragma", "journal_mode=wal",
     ]
     cmd += ["--headless"] if headless else ["--ui-port", str(ui_port)]
     if namespace != "default":

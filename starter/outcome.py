@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliFailure"]
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import FailureError
+
+__all__ = ["EXIT_FAILED", "EXIT_OK", "EXIT_USAGE", "CliFailure", "root_cause", "root_message"]
 
 EXIT_OK = 0
 EXIT_FAILED = 1  # the work failed (e.g. the scene could not be written)
@@ -16,3 +19,17 @@ class CliFailure(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+def root_cause(err: BaseException) -> BaseException:
+    """The innermost Temporal failure: the activity's own error, not its wrappers."""
+    cause = err
+    while isinstance(cause, FailureError | WorkflowFailureError) and cause.cause is not None:
+        cause = cause.cause
+    return cause
+
+
+def root_message(err: BaseException) -> str:
+    """What went wrong, in the words of the step that failed."""
+    cause = root_cause(err)
+    return getattr(cause, "message", None) or str(cause) or type(cause).__name__

@@ -118,9 +118,11 @@ async def follow(
     mode: Mode,
     interval: float = 0.5,
     out: TextIO | None = None,
+    console: Any = None,
 ) -> SceneResult:
     """Show progress until the workflow closes; returns its SceneResult or raises its failure
-    (``WorkflowFailureError``), as ``handle.result()`` does."""
+    (``WorkflowFailureError``), as ``handle.result()`` does. ``console``: the rich Console of
+    rich mode (default: one on ``out``)."""
     out = out or sys.stderr
     started = time.monotonic()
     result_task = asyncio.create_task(handle.result())
@@ -132,7 +134,7 @@ async def follow(
         from rich.live import Live
         from rich.text import Text
 
-        live = Live(Text("starting…"), console=Console(file=out), transient=True,
+        live = Live(Text("starting…"), console=console or Console(file=out), transient=True,
                     refresh_per_second=8)
         live.start()
     last = ""

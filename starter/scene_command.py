@@ -13,11 +13,12 @@ from typing import Any
 
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
-from temporalio.exceptions import CancelledError, FailureError, TerminatedError, TimeoutError
+from temporalio.exceptions import CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError
 
+from activities.store.ids import story_id_for
 from starter.logs import FILE_ONLY
-from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
+from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_cause, root_message
 from starter.progress import Mode, follow
 from starter.settings import Settings
 from starter.temporal_client import TemporalUnreachable, connect
@@ -35,6 +36,9 @@ def build_request(settings: Settings, direction: str, **options: Any) -> SceneRe
     options.setdefault("model", settings.text_model)
     options.setdefault("template", settings.template)
     options.setdefault("gpu_sharing", settings.gpu_sharing)
+    options.setdefault("gpu", settings.gpu)  # which GPU's image queue renders it
+    options.setdefault("embed_model", settings.embed_model or None)  # story memory (issue 6)
+    options.setdefault("context_budget_tokens", settings.context_budget_tokens)
     try:
         return SceneRequest(direction=direction, **options)
     except ValueError as exc:
@@ -66,16 +70,14 @@ def result_line(result: SceneResult, settings: Settings) -> str:
 
 
 def _failure_paragraph(err: BaseException, workflow_id: str) -> str:
-    cause: BaseException = err
-    while isinstance(cause, FailureError | WorkflowFailureError) and cause.cause is not None:
-        cause = cause.cause
+    cause = root_cause(err)
     if isinstance(cause, CancelledError):
         return f"The scene {workflow_id} was cancelled."
     if isinstance(cause, TerminatedError):
         return f"The scene {workflow_id} was terminated."
     if isinstance(cause, TimeoutError):
         return f"The scene {workflow_id} timed out."
-    message = getattr(cause, "message", None) or str(cause) or type(cause).__name__
+    message = root_message(cause)
     return (f"The scene failed ({workflow_id}): {message}. Nothing was lost; run "
             f"`storyloom doctor` to check the services, then try again.")
 
@@ -114,11 +116,15 @@ async def run_scene(
         f"**model**: {request.model}",
         f"**template**: {request.template if request.illustrate else '(no illustration)'}",
     ] + ([f"**style**: {request.style}"] if request.style else []))
+    # A new story's id derives from this workflow's id, so the UI can find it from the start.
+    story_id = request.story_id or (
+        story_id_for(workflow_id) if request.parent_node_id is None else None)
+    details += f"\n\n**story**: {request.story_id or 'new (the direction is its premise)'}"
     attrs = None
-    if request.story_id:
+    if story_id:
         from workflows_temporal.scene import STORY_ID
 
-        attrs = TypedSearchAttributes([SearchAttributePair(STORY_ID, request.story_id)])
+        attrs = TypedSearchAttributes([SearchAttributePair(STORY_ID, story_id)])
     try:
         handle = await client.start_workflow(
             "SceneWorkflow", request, id=workflow_id, task_queue=SCENE_WORKFLOW_QUEUE,

@@ -58,7 +58,9 @@ class Settings(BaseSettings):
 
     text_model: str = "llama3.2"
     fallback_models: list[str] = Field(default_factory=list)
-    embed_model: str = "all-minilm"
+    embed_model: str = "all-minilm"  # story memory; "" turns it off
+    # Story memory budget for the path's summaries, in approximate tokens (words × 1.3).
+    context_budget_tokens: int = 1500
     template: str = "scene"
     checkpoint: str = ""  # empty: the template's default checkpoint
     image_width: int = 512

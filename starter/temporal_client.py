@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -25,15 +26,17 @@ def _reason(exc: BaseException) -> str:
     return text if len(text) < 200 else text[:200] + "…"
 
 
-async def connect(settings: Settings, *, timeout: float = 5.0) -> Client:
-    """A client on ``settings.temporal_address`` / namespace with the pydantic converter.
+async def connect(settings: Settings, *, timeout: float = 5.0, **options: Any) -> Client:
+    """A client on ``settings.temporal_address`` / namespace with the pydantic converter;
+    ``options`` go to ``Client.connect`` (e.g. the metrics runtime and interceptors).
 
     Raises TemporalUnreachable naming the address and the fix when nothing answers in time.
     """
     address, namespace = settings.temporal_address, settings.temporal_namespace
     try:
         return await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter),
+            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter,
+                           **options),
             timeout=timeout,
         )
     except Exception as exc:

@@ -35,6 +35,7 @@ __all__ = ["ActivitySet", "build_activities", "build_workers", "run_worker"]
 logger = logging.getLogger(__name__)
 
 GRACEFUL_SHUTDOWN = timedelta(seconds=5)
+HEARTBEAT_THROTTLE = timedelta(seconds=1)
 
 
 @dataclass
@@ -79,6 +80,11 @@ async def build_activities(settings: Settings, role: str, gpu: str = "") -> Acti
         db = StoreActivities(store.repo, where=where)
         acts.by_queue[DB_QUEUE] = [db.load_context, db.save_node, db.upsert_characters,
                                    db.attach_image]
+        acts.by_queue[DB_QUEUE].append(db.load_image_params)  # RetryImageWorkflow
+        from activities.store.memory import MemoryActivities
+
+        memory = MemoryActivities(store.sessions, where=where)
+        acts.by_queue[DB_QUEUE] += [memory.store_embedding, memory.recall_memories]
     if LLM_QUEUE in queues:
         from activities.ollama.activities import LlmActivities
 
@@ -86,6 +92,9 @@ async def build_activities(settings: Settings, role: str, gpu: str = "") -> Acti
         acts.closers.append(ollama.aclose)
         llm = LlmActivities(ollama, fallback_models=list(settings.fallback_models))
         acts.by_queue[LLM_QUEUE] = [llm.write_scene, llm.extract_cast, llm.free_llm_vram]
+        from activities.ollama.embedding import EmbedActivities
+
+        acts.by_queue[LLM_QUEUE].append(EmbedActivities(ollama).embed_texts)
     if img_queue in queues:
         from activities.comfyui.activities import ImageActivities
         from activities.store.repository import RenderLease
@@ -102,11 +111,14 @@ async def build_activities(settings: Settings, role: str, gpu: str = "") -> Acti
 
 def build_workers(client: Client, acts: ActivitySet, gpu: str = "") -> list[Worker]:
     """One Worker per queue: the workflow queue plus each activity queue of the role."""
+    from workflows_temporal.retry_image import RetryImageWorkflow
     from workflows_temporal.scene import SceneWorkflow
+    from workflows_temporal.story import StoryWorkflow
 
     workers = [
         Worker(
-            client, task_queue=SCENE_WORKFLOW_QUEUE, workflows=[SceneWorkflow],
+            client, task_queue=SCENE_WORKFLOW_QUEUE, workflows=[SceneWorkflow, StoryWorkflow,
+                                                                RetryImageWorkflow],
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
         )
     ]
@@ -117,6 +129,10 @@ def build_workers(client: Client, acts: ActivitySet, gpu: str = "") -> list[Work
                 client, task_queue=queue, activities=activities,
                 max_concurrent_activities=1 if one_gpu else 20,
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+                # Progress (tokens, sampler step) reaches `scene`/`watch` through heartbeat
+                # details: send them at most every second instead of 80% of the timeout.
+                max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+                default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
             )
         )
     return workers
@@ -143,7 +159,15 @@ async def run_worker(
         with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
             loop.add_signal_handler(sig, stop.set)
             installed.append(sig)
-    client = await connect(settings)
+    from starter.metrics import serve_metrics
+
+    metrics = await serve_metrics(settings)  # None when STORYLOOM_METRICS_PORT is 0
+    try:
+        client = await connect(settings, **(metrics.client_options() if metrics else {}))
+    except BaseException:
+        if metrics is not None:
+            await metrics.close()
+        raise
     acts = await build_activities(settings, role, gpu)
     try:
         workers = build_workers(client, acts, gpu)
@@ -164,5 +188,7 @@ async def run_worker(
                 raise error
     finally:
         await acts.aclose()
+        if metrics is not None:
+            await metrics.close()
         for handled in installed:
             loop.remove_signal_handler(handled)

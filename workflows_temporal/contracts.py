@@ -14,21 +14,29 @@ __all__ = [
     "AttachImageInput",
     "CastCharacter",
     "CharacterLook",
+    "EmbedTextsInput",
+    "EmbeddedTexts",
     "ExtractCastInput",
     "FreeVramInput",
     "GpuSharing",
+    "ImageParams",
     "ImageStatus",
     "LoadContextInput",
+    "RecallMemoriesInput",
+    "RecalledContext",
     "RenderInput",
     "RenderProgress",
     "RenderResult",
+    "RetryImageRequest",
     "SaveNodeInput",
     "SavedNode",
     "SceneCast",
     "SceneContext",
     "SceneRequest",
     "SceneResult",
+    "SceneSaved",
     "StepTimings",
+    "StoreEmbeddingInput",
     "StoryRequest",
     "StoryResult",
     "UpsertCharactersInput",
@@ -69,11 +77,18 @@ class SceneRequest(BaseModel):
     style: str = ""
     seed: int | None = None  # None: derived from the workflow id
     gpu_sharing: GpuSharing = GpuSharing.SHARED
+    # Story memory (issue 6): None = no embedding and no recall (the pre-memory behaviour).
+    embed_model: str | None = None
+    context_budget_tokens: int = Field(default=1500, ge=1)
+    # Signal the parent StoryWorkflow ``scene_saved`` right after save_node (pipelining).
+    notify_parent: bool = False
+    gpu: str = ""  # which GPU renders: the image task queue policies.image_queue(gpu)
 
 
 class StepTimings(BaseModel):
     """Seconds spent per step, measured from workflow time (deterministic)."""
 
+    text_s: float = 0.0  # start of the scene until its node is saved (the LLM phase)
     write_s: float = 0.0
     illustrate_s: float = 0.0
     total_s: float = 0.0
@@ -130,6 +145,7 @@ class WriteSceneInput(BaseModel):
     characters: list[CharacterLook] = Field(default_factory=list)
     style: str = ""
     seed: int = 0
+    memories: list[str] = Field(default_factory=list)  # recalled earlier scenes (story memory)
 
 
 class WriteProgress(BaseModel):
@@ -161,6 +177,7 @@ class SaveNodeInput(BaseModel):
     summary: str
     model: str
     illustrate: bool = True
+    note: str | None = None  # a fallback taken while writing, appended to the node's notes
 
 
 class SavedNode(BaseModel):
@@ -236,7 +253,7 @@ class RenderProgress(BaseModel):
     """Heartbeat details of render: which job, where it is."""
 
     prompt_id: str
-    state: str = "submitted"  # submitted | queued | running | downloading
+    state: str = "submitted"  # starting | submitted | queued | running | downloading
     queue_position: int | None = None
     node: str | None = None
     step: int = 0
@@ -264,6 +281,80 @@ class AttachImageInput(BaseModel):
     template: str | None = None
     seed: int | None = None
     note: str | None = None  # a fallback or an event worth recording on the node
+    prompt: str | None = None  # the positive image prompt, kept for `storyloom retry-image`
+
+
+# ---- RetryImageWorkflow: render a node's illustration again ------------------------------
+
+
+class RetryImageRequest(BaseModel):
+    """Render ``node_id``'s image again; ``template`` is used when the node recorded none."""
+
+    node_id: str
+    template: str
+    model: str  # the text model, for extract_cast when the node has no stored image prompt
+    gpu_sharing: GpuSharing = GpuSharing.SHARED
+    gpu: str = ""
+    attempt: int = 1  # the n-th retry of this node: part of the workflow id, so a new prompt id
+
+
+class ImageParams(BaseModel):
+    """What a node's illustration was made from (output of the db step load_image_params)."""
+
+    node_id: str
+    story_id: str
+    workflow_id: str
+    title: str
+    text: str = Field(max_length=MAX_SCENE_CHARS)
+    model: str
+    image_status: ImageStatus
+    template: str | None = None
+    seed: int | None = None
+    prompt: str | None = None
+
+
+# ---- story memory (issue 6): embed_texts (llm), store_embedding + recall_memories (db) -----
+
+
+class EmbedTextsInput(BaseModel):
+    model: str
+    texts: list[str] = Field(min_length=1, max_length=16)
+
+
+class EmbeddedTexts(BaseModel):
+    """One vector per text (a 384-float vector is ~8 KB in history: keep texts few)."""
+
+    vectors: list[list[float]] = Field(default_factory=list)
+
+
+class StoreEmbeddingInput(BaseModel):
+    node_id: str
+    vector: list[float]
+    model: str = ""
+
+
+class RecallMemoriesInput(BaseModel):
+    story_id: str
+    parent_node_id: str  # the path is root .. this node
+    query: list[float]  # the embedded direction of the new scene
+    budget_tokens: int = 1500
+    max_memories: int = 3
+
+
+class RecalledContext(BaseModel):
+    """What fits the budget: the latest summaries (root first) and relevant older ones."""
+
+    recent: list[str] = Field(default_factory=list)
+    memories: list[str] = Field(default_factory=list)
+    memory_node_ids: list[str] = Field(default_factory=list)
+
+
+class SceneSaved(BaseModel):
+    """Signal of a child SceneWorkflow to its StoryWorkflow: my node exists."""
+
+    workflow_id: str
+    node_id: str
+    story_id: str
 
 
 # ---- StoryWorkflow: N scenes in a row -----------------------------------------------------
@@ -288,6 +379,10 @@ class StoryRequest(BaseModel):
     node_ids: list[str] = Field(default_factory=list)
     images_failed: int = 0
     paused: bool = False
+    embed_model: str | None = None
+    context_budget_tokens: int = Field(default=1500, ge=1)
+    scenes: list[SceneResult] = Field(default_factory=list)  # carried across continue-as-new
+    elapsed_s: float = 0.0  # makespan of earlier runs (continue-as-new)
 
 
 class StoryResult(BaseModel):
@@ -295,3 +390,5 @@ class StoryResult(BaseModel):
     node_ids: list[str] = Field(default_factory=list)  # in story order
     last_node_id: str | None = None
     images_failed: int = 0
+    scenes: list[SceneResult] = Field(default_factory=list)  # with per-scene phase timings
+    makespan_s: float = 0.0  # first scene start to last scene end, workflow time

@@ -101,4 +101,10 @@ STEPS: dict[str, StepPolicy] = {
         schedule_to_close=timedelta(hours=2),
     ),
     "attach_image": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
+    # RetryImageWorkflow (issue 5): what a node's image was made from.
+    "load_image_params": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
+    # Story memory (issue 6): optional steps, so few attempts; a failure never fails a scene.
+    "embed_texts": StepPolicy(LLM_QUEUE, timedelta(minutes=2), _retry(3, 2.0, 30.0)),
+    "store_embedding": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
+    "recall_memories": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
 }

@@ -37,6 +37,14 @@ with workflow.unsafe.imports_passed_through():
         WriteSceneInput,
         WrittenScene,
     )
+    from workflows_temporal.policies import image_queue
+    from workflows_temporal.scene_memory import (
+        MEMORY_PATCH,
+        NODE_SEED_PATCH,
+        notify_parent,
+        recall,
+        remember,
+    )
     from workflows_temporal.scene_prompts import (
         REFERENCE_TEMPLATE,
         build_image_prompt,
@@ -45,6 +53,7 @@ with workflow.unsafe.imports_passed_through():
         pick_reference,
     )
     from workflows_temporal.steps import failure_reason, failure_type, final_error, run_step
+    from workflows_temporal.story_memory import node_seed
 
 __all__ = ["NODE_ID", "STORY_ID", "SceneWorkflow"]
 
@@ -94,6 +103,8 @@ class SceneWorkflow:
         self._title: str | None = None
         self._image_status: ImageStatus | None = None
         self._note: str | None = None
+        self._image_queue = image_queue()
+        self._scene_number = 0  # depth + 1, known after load_context (for UI summaries)
 
     @workflow.query
     def progress(self) -> dict[str, Any]:
@@ -109,6 +120,8 @@ class SceneWorkflow:
     def _set_stage(self, stage: str) -> None:
         self._stage = stage
         lines = [f"**stage**: {stage}"]
+        if self._scene_number:
+            lines.append(f"**scene**: {self._scene_number}")
         if self._title:
             lines.append(f"**title**: {self._title}")
         if self._story_id:
@@ -121,6 +134,7 @@ class SceneWorkflow:
     async def run(self, req: SceneRequest) -> SceneResult:
         _check_request(req)
         assert req.model is not None
+        self._image_queue = image_queue(req.gpu)  # one task queue per GPU (rule 8)
         wid = workflow.info().workflow_id
         seed = req.seed if req.seed is not None else derive_seed(wid)
         started = workflow.now()
@@ -138,6 +152,11 @@ class SceneWorkflow:
                 SceneContext,
             )
             self._story_id = ctx.story_id
+            self._scene_number = ctx.depth + 1
+            summaries, memories = ctx.summaries, list[str]()
+            if req.embed_model and workflow.patched(MEMORY_PATCH):
+                self._set_stage("recalling")
+                summaries, memories = await recall(req, ctx)
             self._set_stage("writing")
             write_started = workflow.now()
             written = await run_step(
@@ -147,12 +166,13 @@ class SceneWorkflow:
                     model=req.model,
                     premise=ctx.premise,
                     direction=req.direction,
-                    summaries=ctx.summaries,
+                    summaries=summaries,
                     characters=ctx.characters,
                     style=req.style,
                     seed=seed,
+                    memories=memories,
                 ),
-                f"write scene: {first_words(req.direction)}",
+                f"write scene {self._scene_number}: {first_words(req.direction)}",
                 WrittenScene,
             )
             write_s = _seconds(write_started, workflow.now())
@@ -171,6 +191,14 @@ class SceneWorkflow:
             raise final_error(err) from err
         self._node_id = saved.node_id
         self._mark_search_attributes(saved)
+        saved_at = workflow.now()  # the illustrate phase starts here (memory steps included)
+        text_s = _seconds(started, saved_at)
+        if req.notify_parent:
+            await notify_parent(saved)
+        if req.embed_model and workflow.patched(MEMORY_PATCH):
+            await remember(req, saved, written.summary)
+        if req.seed is None and workflow.patched(NODE_SEED_PATCH):
+            seed = node_seed(saved.story_id, saved.node_id)  # the image seed: story + node
 
         result = SceneResult(
             story_id=saved.story_id,
@@ -179,7 +207,6 @@ class SceneWorkflow:
             title=written.title,
             image_status=ImageStatus.SKIPPED,
         )
-        illustrate_started = workflow.now()
         if req.illustrate:
             try:
                 result = await self._illustrate(req, wid, ctx, written, result, seed)
@@ -195,8 +222,9 @@ class SceneWorkflow:
         self._image_status = result.image_status
         now = workflow.now()
         result.timings = StepTimings(
+            text_s=text_s,
             write_s=write_s,
-            illustrate_s=_seconds(illustrate_started, now) if req.illustrate else 0.0,
+            illustrate_s=_seconds(saved_at, now) if req.illustrate else 0.0,
             total_s=_seconds(started, now),
         )
         self._set_stage("done")
@@ -215,6 +243,7 @@ class SceneWorkflow:
             summary=written.summary,
             model=written.model,
             illustrate=req.illustrate,
+            note=written.fallback_note,
         )
 
     def _mark_search_attributes(self, saved: SavedNode) -> None:
@@ -234,6 +263,7 @@ class SceneWorkflow:
     ) -> SceneResult:
         """Steps 4-8. A step failing for good becomes ``image_status=failed`` on the node."""
         self._image_status = ImageStatus.PENDING
+        positive: str | None = None
         try:
             self._set_stage("casting")
             cast = await run_step(
@@ -283,6 +313,7 @@ class SceneWorkflow:
                     error=reason,
                     seed=seed,
                     note=self._note,
+                    prompt=positive,
                 )
             )
             return result.model_copy(
@@ -302,6 +333,7 @@ class SceneWorkflow:
                 template=rendered.template,
                 seed=seed,
                 note=note,
+                prompt=positive,
             )
         )
         return result.model_copy(
@@ -352,9 +384,10 @@ class SceneWorkflow:
         return await run_step(
             "render",
             inp,
-            f"render {inp.template} seed {inp.seed}",
+            f"render scene {self._scene_number} ({inp.template}, seed {inp.seed})",
             RenderResult,
             cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+            task_queue=self._image_queue,
         )
 
     async def _attach(self, inp: AttachImageInput) -> None:

@@ -11,7 +11,12 @@ attempt asks ComfyUI about it before submitting anything:
     UNKNOWN    → (lease) upload the reference, fill the template, open the socket, submit, follow
 
 A job lost while being followed (server restart) is submitted again once under the same id in
-the same attempt (``resubmitted=True``); a second loss raises JobLost (retryable).
+the same attempt (``resubmitted=True``); a second loss raises JobLost (retryable). An UNKNOWN id
+whose previous attempt had heartbeated "submitted" (or later) was lost too: also resubmitted=True.
+
+Cancellation: only a cancel the user requested interrupts the prompt. A worker shutting down
+fails the attempt as retryable WorkerShutdown (the job keeps running; the next attempt
+re-attaches); a timed-out or superseded attempt leaves the job to the newer one.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities.calllog import call_context
 from activities.comfyui.client import ComfyClient
@@ -60,8 +66,8 @@ class RenderLease(Protocol):
 class _Heartbeat:
     """Sends RenderProgress on every event and every ``every`` seconds while open."""
 
-    def __init__(self, prompt_id: str, every: float) -> None:
-        self.progress = RenderProgress(prompt_id=prompt_id)
+    def __init__(self, prompt_id: str, every: float, state: str) -> None:
+        self.progress = RenderProgress(prompt_id=prompt_id, state=state)
         self._every = every
         self._task: asyncio.Task[None] | None = None
 
@@ -99,6 +105,18 @@ class _Heartbeat:
                 await self._task
 
 
+def _earlier_attempt_submitted() -> bool:
+    """True when the previous attempt's last heartbeat says its prompt reached ComfyUI."""
+    details = activity.info().heartbeat_details
+    if not details or not isinstance(details[0], dict):
+        return False
+    try:
+        last = RenderProgress.model_validate(details[0])
+    except ValueError:
+        return False
+    return last.state in ("submitted", "queued", "running", "downloading")
+
+
 class ImageActivities:
     """Image activities of one GPU's worker (run with concurrency 1 on its task queue).
 
@@ -125,22 +143,40 @@ class ImageActivities:
         with call_context(workflow_id=inp.workflow_id, attempt=attempt, activity="render",
                           prompt_id=prompt_id):
             try:
-                async with _Heartbeat(prompt_id, self.heartbeat_every) as beat:
-                    return await self._render(inp, prompt_id, attempt, beat)
+                # "starting" until this prompt is known to have reached ComfyUI; a later
+                # attempt reads it back to tell a lost job from one never submitted.
+                earlier = _earlier_attempt_submitted()
+                state = "submitted" if earlier else "starting"
+                async with _Heartbeat(prompt_id, self.heartbeat_every, state) as beat:
+                    return await self._render(inp, prompt_id, attempt, beat, earlier)
             except asyncio.CancelledError:
-                await self._cancel(prompt_id)
+                details = activity.cancellation_details()
+                if details is None or details.cancel_requested:
+                    await self._cancel(prompt_id)  # the user cancelled: stop this GPU job
+                elif details.worker_shutdown:
+                    # The job goes on in ComfyUI: fail this attempt now (retryable) so the next
+                    # one, on another worker, re-attaches without waiting for the heartbeat.
+                    raise ApplicationError(
+                        f"render of prompt {prompt_id} left a worker that is shutting down; "
+                        "the next attempt re-attaches to it", type="WorkerShutdown",
+                    ) from None
+                # Timed out or superseded: a newer attempt follows the job; leave it running.
                 raise
             except StoryloomError as exc:
                 raise to_application_error(exc) from exc
 
     async def _render(
-        self, inp: RenderInput, prompt_id: str, attempt: int, beat: _Heartbeat
+        self, inp: RenderInput, prompt_id: str, attempt: int, beat: _Heartbeat, earlier: bool
     ) -> RenderResult:
         manifest = self.templates.manifest(inp.template)
         status = await self.client.job_status(prompt_id)
         logger.info("render %s: prompt %s is %s before submit", inp.workflow_id, prompt_id,
                     status.state)
-        resubmitted = False
+        # An unknown id that an earlier attempt had submitted was lost by ComfyUI (restart).
+        resubmitted = status.state is JobState.UNKNOWN and earlier
+        if resubmitted:
+            logger.warning("render %s: ComfyUI lost prompt %s submitted by an earlier attempt; "
+                           "submitting it again", inp.workflow_id, prompt_id)
         if status.state is JobState.FAILED or (status.state is JobState.CANCELLED and attempt > 1):
             judge(status, prompt_id, self.client.base_url)  # raises the typed error
         if status.state is not JobState.COMPLETED:

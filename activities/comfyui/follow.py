@@ -94,6 +94,10 @@ class Watcher:
             self._ws = await connect(
                 self.url, open_timeout=self._client.timeouts.connect, max_size=_MAX_FRAME,
                 close_timeout=1.0,
+                # No read back-pressure: frames left unread when a follow ends (more than the
+                # default 16) would pause reading, and close() would then wait the whole
+                # close_timeout for a close frame stuck behind them (+1 s per render, bench).
+                max_queue=None,
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
             logger.warning("comfyui websocket %s: connect failed (%s)", self.url, exc)

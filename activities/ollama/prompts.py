@@ -19,6 +19,9 @@ def scene_prompt(inp: WriteSceneInput) -> str:
     if inp.summaries:
         parts.append("The story so far, scene by scene:")
         parts += [f"{i}. {s.strip()}" for i, s in enumerate(inp.summaries, 1)]
+    if inp.memories:  # story memory: earlier scenes recalled as relevant to this direction
+        parts.append("Earlier scenes that matter now:")
+        parts += [f"- {m.strip()}" for m in inp.memories]
     if inp.characters:
         parts.append("Characters already met (keep their looks exactly as given):")
         parts += _looks(inp.characters)

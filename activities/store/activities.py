@@ -14,6 +14,7 @@ from activities.errors import StoryloomError, to_application_error
 from activities.store.repository import StoryRepository
 from workflows_temporal.contracts import (
     AttachImageInput,
+    ImageParams,
     LoadContextInput,
     SavedNode,
     SaveNodeInput,
@@ -66,6 +67,11 @@ class StoreActivities:
     async def upsert_characters(self, inp: UpsertCharactersInput) -> UpsertCharactersResult:
         """Step 5: canonical looks and reference pictures of the scene's cast."""
         return await self._call("upsert_characters", self._repo.upsert_characters, inp)
+
+    @activity.defn(name="load_image_params")
+    async def load_image_params(self, node_id: str) -> ImageParams:
+        """RetryImageWorkflow: the node's image template, seed, prompt and state (read only)."""
+        return await self._call("load_image_params", self._repo.image_params, node_id)
 
     @activity.defn(name="attach_image")
     async def attach_image(self, inp: AttachImageInput) -> None:

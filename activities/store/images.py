@@ -13,14 +13,14 @@ from activities.store.dialects import upsert_where
 from activities.store.lookups import require_node
 from activities.store.models import Character, Node, NodeCharacter, RenderLeaseRow, utcnow
 from activities.store.transactions import Transactions
-from workflows_temporal.contracts import AttachImageInput, ImageStatus
+from workflows_temporal.contracts import AttachImageInput, ImageParams, ImageStatus
 
-__all__ = ["ImagesPart"]
+__all__ = ["ImagesPart", "append_note"]
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
-def _append_note(node: Node, note: str) -> None:
+def append_note(node: Node, note: str) -> None:
     # Reassigned (not appended in place) so the JSON column is seen as changed; a note already
     # present is not added again, so a retried write leaves one copy.
     if any(entry.get("text") == note for entry in node.notes or []):
@@ -65,8 +65,10 @@ class ImagesPart(Transactions):
             node.image_prompt_id = inp.prompt_id
             node.image_template = inp.template
             node.image_seed = inp.seed
+            if inp.prompt is not None:  # kept across attaches that do not know it
+                node.image_prompt = inp.prompt
             if inp.note:
-                _append_note(node, inp.note)
+                append_note(node, inp.note)
             if inp.status is ImageStatus.DONE and inp.image_path and inp.sha256:
                 size = os.path.getsize(inp.image_path) if os.path.isfile(inp.image_path) else None
                 aid = await ensure_asset(s, inp.image_path, inp.sha256, "image", size)
@@ -79,6 +81,18 @@ class ImagesPart(Transactions):
                     .values(reference_asset_id=aid)
                 )
 
+    async def image_params(self, node_id: str) -> ImageParams:
+        """What the node's illustration was made from (template, seed, prompt) and its state;
+        StoreError (final) if there is no such node."""
+        async with self.reading() as s:
+            node = await require_node(s, node_id)
+            return ImageParams(
+                node_id=node.id, story_id=node.story_id, workflow_id=node.workflow_id,
+                title=node.title, text=node.text, model=node.model,
+                image_status=ImageStatus(node.image_status), template=node.image_template,
+                seed=node.image_seed, prompt=node.image_prompt,
+            )
+
     async def set_image_status(self, node_id: str, status: ImageStatus) -> None:
         """Set the node's image status (e.g. pending before ``retry-image``); idempotent."""
         async with self.writing() as s:
@@ -90,7 +104,7 @@ class ImagesPart(Transactions):
     async def add_note(self, node_id: str, note: str) -> None:
         """Record an event on the node (a fallback, a resubmitted job); a repeat is not added."""
         async with self.writing() as s:
-            _append_note(await require_node(s, node_id), note)
+            append_note(await require_node(s, node_id), note)
 
     async def take_render_lease(self, prompt_id: str, attempt: int, holder: str) -> bool:
         """Compare-and-set fencing of a render: True iff no attempt higher than ``attempt``

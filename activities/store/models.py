@@ -114,6 +114,7 @@ class Node(Base):
     image_prompt_id: Mapped[str | None] = mapped_column(String(64))
     image_template: Mapped[str | None] = mapped_column(Text)
     image_seed: Mapped[int | None] = mapped_column(SeedType)
+    image_prompt: Mapped[str | None] = mapped_column(Text)
     notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     summary_embedding: Mapped[list[float] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

@@ -12,6 +12,7 @@ from activities.errors import StoreError
 from activities.store.cast import characters_of
 from activities.store.dialects import insert_or_ignore
 from activities.store.ids import new_story_id, node_id, story_id_for
+from activities.store.images import append_note
 from activities.store.lookups import (
     path_nodes,
     require_node,
@@ -138,6 +139,8 @@ class StoriesPart(Transactions):
                     where=f"node {node.id}",
                     hint="Start the new scene with a new workflow id",
                 )
+            if inp.note:  # a fallback taken while writing (a retry adds no second copy)
+                append_note(node, inp.note)
             if created and depth == 0 and not story.title:
                 story.title = inp.title
             return SavedNode(node_id=node.id, story_id=story.id, depth=node.depth, created=created)

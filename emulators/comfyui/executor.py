@@ -45,6 +45,7 @@ class _Run:
     values: dict[str, tuple[Any, ...]] = field(default_factory=dict)
     ui: dict[str, Any] = field(default_factory=dict)
     executed: list[str] = field(default_factory=list)
+    order: list[str] = field(default_factory=list)
     steps_done: int = 0
     dropped: bool = False
 
@@ -95,6 +96,7 @@ class _Run:
             order = plan_nodes(item.graph, item.outputs)
         except CycleError as exc:
             order, cycle = [], str(exc)
+        self.order = order
         sigs = signatures(item.graph, order, core.root / "input")
         cached = self._cached(order, sigs)
         cached_msg = {"nodes": cached, "prompt_id": self.pid, "timestamp": now_ms()}
@@ -171,13 +173,13 @@ class _Run:
                 )
                 await self._progress_state(node_id, "finished", 1, 1)
             return
-        if core.interrupt_requested:
-            raise Interrupted(node_id)
         await self._progress_state(node_id, "running", 0.0, 1.0)
         core.current_node = node_id
         await self.emit(
             "executing", {"node": node_id, "display_node": node_id, "prompt_id": self.pid}
         )
+        if core.interrupt_requested:  # the server checks just before a node runs, after `executing`
+            raise Interrupted(node_id)
         inputs: dict[str, Any] = dict(self.item.graph[node_id].get("inputs", {}))
         try:
             inputs = self._inputs(node_id)
@@ -258,7 +260,8 @@ class _Run:
             "exception_type": exc.exception_type,
             "traceback": list(_FAKE_TRACEBACK),
             "current_inputs": current,
-            "current_outputs": list(self.values),
+            # the server sends every node id of the run (its output cache's key set)
+            "current_outputs": list(reversed(self.order)),
             "timestamp": now_ms(),
         }
 

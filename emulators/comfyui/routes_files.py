@@ -21,14 +21,9 @@ async def view(request: web.Request) -> web.StreamResponse:
     if "filename" not in query:
         return web.Response(status=404)
     filename = query["filename"]
-    if (
-        not filename
-        or filename.startswith("/")
-        or ".." in filename
-        or "/" in filename
-        or "\\" in filename
-    ):
+    if not filename or filename.startswith("/") or ".." in filename:
         return web.Response(status=400)
+    filename = os.path.basename(filename)  # like the server: "a/b.png" means b.png
     kind = query.get("type", "output")
     if kind not in _KINDS:
         return web.Response(status=400)
@@ -39,7 +34,8 @@ async def view(request: web.Request) -> web.StreamResponse:
     path = os.path.join(folder, filename)
     if not os.path.isfile(path):
         return web.Response(status=404)
-    return web.FileResponse(path, headers={"Content-Disposition": f'filename="{filename}"'})
+    headers = {"Content-Disposition": f'filename="{filename}"', "X-Content-Type-Options": "nosniff"}
+    return web.FileResponse(path, headers=headers)
 
 
 async def upload_image(request: web.Request) -> web.Response:

@@ -104,7 +104,7 @@ async def list_jobs(request: web.Request) -> web.Response:
         try:
             limit = int(query["limit"])
         except ValueError:
-            limit = 0
+            return _flat_error("limit must be an integer")
         if limit <= 0:
             return _flat_error("limit must be a positive integer")
     try:

@@ -66,6 +66,7 @@ class _Checker:
     ) -> tuple[bool, list[Error]]:
         kind = conf[0]
         opts: dict[str, Any] = conf[1] if len(conf) > 1 else {}
+        conf = [kind, opts]  # the server always reports (type, options), even when {}
         if isinstance(val, list):
             if len(val) != 2:
                 return False, [
@@ -107,7 +108,7 @@ class _Checker:
                         "custom_validation_failed",
                         "Custom validation failed for node",
                         f"{name} - Invalid image file: {val}",
-                        base,
+                        {"input_name": name},
                     )
                 ]
             return True, []
@@ -151,8 +152,9 @@ class _Checker:
             "class_type"
         ]  # KeyError → exception_during_validation
         kind = conf[0]
+        # outside the try, as on the server: a bad slot index fails the linking node itself
+        received = tuple(self.info[source_class]["output"])[val[1]]
         try:
-            received = self.info[source_class]["output"][val[1]]
             wanted = "COMBO" if isinstance(kind, list) else kind
             if received != wanted and "*" not in (received, wanted):
                 return False, [

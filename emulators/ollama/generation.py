@@ -299,8 +299,14 @@ async def handle_generation(core: Core, request: web.Request, body: Any) -> web.
     if core.take_busy():
         return wire.error(503, "server busy, please try again.  maximum pending requests exceeded")
     num_ctx = int(job.options.get("num_ctx", job.spec.context_length))
+    counted = core.models.admit(job.spec)
+    if counted is None:
+        return wire.error(503, "server busy, please try again.  maximum pending requests exceeded")
     async with core.models.slot(job.spec):
-        await core.models.ensure_loaded(job.spec, num_ctx, job.keep_alive)
+        try:
+            await core.models.ensure_loaded(job.spec, num_ctx, job.keep_alive)
+        finally:
+            core.models.leave(counted)
         if empty:
             return wire.json_response({**_shape(job), "done": True, "done_reason": "load"})
         loaded_at = time.monotonic()

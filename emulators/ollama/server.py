@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any, Self
@@ -54,6 +55,7 @@ class OllamaEmulator:
         self.time_scale = time_scale
         self.core = Core(ModelState(specs, fault_dict, time_scale), fault_dict, time_scale)
         self.url = ""
+        self._check_host = True
         self._runner: web.AppRunner | None = None
 
     @property
@@ -81,6 +83,7 @@ class OllamaEmulator:
             app, handler_cancellation=True, shutdown_timeout=0.5, access_log=None
         )
         await self._runner.setup()
+        self._check_host = _is_loopback(host)  # Ollama checks Host only when bound to loopback
         site = web.TCPSite(self._runner, host, port)
         await site.start()
         server = site._server
@@ -106,6 +109,10 @@ class OllamaEmulator:
         path = request.path
         if path.startswith("/_emulator/"):
             return await self._control(request)
+        if self._check_host and not wire.host_allowed(request.headers.get("Host", "")):
+            return web.Response(status=403)  # Ollama's host check, empty body
+        if self.core.take_proxy_502():
+            return wire.proxy_502()
         methods = _ROUTES.get(path)
         if methods is None:
             return wire.plain(404, "404 page not found")
@@ -142,6 +149,15 @@ class OllamaEmulator:
                 return wire.error(400, str(exc))
             return wire.json_response(self.faults)
         return wire.plain(404, "404 page not found")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
 
 
 async def serve(

@@ -39,6 +39,8 @@ FAULT_KEYS: dict[str, tuple[type, ...]] = {
     "response_tokens": (int,),  # force the answer length (before num_predict)
     "tokens_per_chunk": (int,),  # pseudo-tokens per NDJSON line (default 1)
     "unload_lag": (int, float),  # seconds an unloaded model stays in /api/ps
+    "max_queue": (int,),  # requests that may wait on a model load (OLLAMA_MAX_QUEUE); 503 past it
+    "proxy_502_next": (int,),  # an HTML 502, as from a reverse proxy, for the next N API calls
 }
 
 
@@ -143,6 +145,7 @@ class ModelState:
     time_scale: float
     loaded: dict[str, Loaded] = field(default_factory=dict)
     loads: int = 0
+    waiting: int = 0  # requests queued on a model load (see ``admit``)
     _load_lock: asyncio.Lock | None = None
     _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
@@ -156,6 +159,24 @@ class ModelState:
 
     def slot(self, spec: ModelSpec) -> asyncio.Semaphore:
         return self._slots.setdefault(spec.full_name, asyncio.Semaphore(1))
+
+    def admit(self, spec: ModelSpec) -> bool | None:
+        """Enter the scheduler's queue if ``spec`` must be loaded first (warm models bypass it).
+
+        None: the queue is full (``max_queue``), answer 503. Otherwise whether this request was
+        counted; pass that to ``leave`` once the model is loaded or the request is gone."""
+        current = self.loaded.get(spec.full_name)
+        if current is not None and current.expires_at > time.time():
+            return False
+        limit = self.faults.get("max_queue")
+        if limit is not None and self.waiting >= limit:
+            return None
+        self.waiting += 1
+        return True
+
+    def leave(self, counted: bool) -> None:
+        if counted:
+            self.waiting -= 1
 
     def running(self) -> list[Loaded]:
         now = time.time()
@@ -203,6 +224,14 @@ class Core:
 
     def count(self, key: str, n: int = 1) -> None:
         self.stats[key] = self.stats.get(key, 0) + n
+
+    def take_proxy_502(self) -> bool:
+        """Consume one armed proxy 502 (``proxy_502_next``)."""
+        left = int(self.faults.get("proxy_502_next", 0))
+        if left <= 0:
+            return False
+        self.faults["proxy_502_next"] = left - 1
+        return True
 
     def take_busy(self) -> bool:
         """Consume one armed 503 (``busy_next``); True when this request must get it."""

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -13,9 +15,11 @@ __all__ = [
     "created_at",
     "dumps",
     "error",
+    "host_allowed",
     "json_response",
     "ndjson_line",
     "plain",
+    "proxy_502",
     "read_body",
     "type_error",
 ]
@@ -89,3 +93,29 @@ def type_error(struct: str, body: dict[str, Any], expected: dict[str, tuple[type
             want = "bool" if bool in types else "string" if str in types else types[0].__name__
             return f"json: cannot unmarshal {kind} into Go struct field {struct}.{name} of type {want}"
     return None
+
+
+def host_allowed(header: str) -> bool:
+    """Ollama's check of the ``Host`` header on a loopback-bound server (403 otherwise)."""
+    host = header.strip().lower()
+    if host.startswith("["):
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.rsplit(":", 1)[0]
+    if host in ("", "localhost") or host == socket.gethostname().lower():
+        return True
+    if host.endswith((".localhost", ".local", ".internal")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_unspecified
+
+
+def proxy_502() -> web.Response:
+    """What a reverse proxy in front of Ollama sends when the upstream fails: HTML, not JSON."""
+    html = ("<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+            "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n"
+            "</body>\r\n</html>\r\n")
+    return web.Response(status=502, text=html, content_type="text/html")

@@ -10,7 +10,6 @@ import os
 import signal
 import sqlite3
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,13 +19,17 @@ import httpx
 import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from starter.devserver import DevServer, start_dev_server
 from tests.fixtures.common import free_port, wait_until
+from tests.fixtures.processes import CLI
+from tests.fixtures.processes import alive as _alive
+from tests.fixtures.processes import answers as _answers
+from tests.fixtures.processes import polled as _polled
+from tests.fixtures.processes import spawn as _spawn
+from tests.fixtures.processes import stop as _wait
 from workflows_temporal.contracts import SceneResult
 from workflows_temporal.policies import (
     DB_QUEUE,
@@ -40,7 +43,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 DIRECTION = "A lighthouse keeper finds a talking fox"
 STEPS = ["load_context", "write_scene", "save_node", "extract_cast", "upsert_characters",
          "render", "attach_image"]
-CLI = [sys.executable, "-m", "starter.cli"]
 
 
 @dataclass
@@ -64,30 +66,6 @@ class Stack:
             subprocess.run, [*CLI, *args], env=self.env, capture_output=True, text=True,
             timeout=timeout,
         )
-
-
-def _spawn(args: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([*CLI, *args], env=env, stdout=out, stderr=subprocess.STDOUT)
-
-
-async def _answers(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=1.0) as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-async def _polled(client: Client, queue: str, kind: TaskQueueType.ValueType) -> bool:
-    reply = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
-    return len(reply.pollers) > 0
-
-
-def _alive(proc: subprocess.Popen[bytes], log: Path) -> None:
-    if proc.poll() is not None:
-        raise AssertionError(f"{proc.args} exited with {proc.returncode}:\n{log.read_text()}")
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
@@ -146,14 +124,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack
         server.stop()
     # A worker stopped by SIGTERM drains and exits cleanly (not 134: notes §6).
     assert worker_code == 0, (logs / "t-worker.out").read_text()[-3000:]
-
-
-def _wait(proc: subprocess.Popen[bytes]) -> int:
-    try:
-        return proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(5)
 
 
 def _node_row(db_file: Path, node_id: str) -> dict[str, Any]:
@@ -262,4 +232,6 @@ async def test_no_illustrate_skips_the_image(stack: Stack) -> None:
     assert _node_row(stack.db_file, result.node_id)["image_status"] == "skipped"
     assert (await _stats(stack.comfy_url))["submitted"] == comfy_before["submitted"]
     summaries = await _activity_summaries(stack.client, result.workflow_id)
-    assert set(summaries) == {"load_context", "write_scene", "save_node"}
+    # No image steps; story memory (issue 6) still embeds and stores the scene's summary.
+    assert set(summaries) == {"load_context", "write_scene", "save_node", "embed_texts",
+                              "store_embedding"}

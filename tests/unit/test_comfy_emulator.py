@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import struct
 import uuid
 import zlib
@@ -304,6 +305,39 @@ async def test_interrupt_only_hits_the_matching_prompt(comfy_emulator: ComfyEmul
     assert job["outputs_count"] == 0 and "preview_output" not in job
     assert comfy_emulator.stats["interrupted"] == 1
     assert comfy_emulator.stats["sampler_steps"] < 200
+
+
+async def test_interrupt_lands_after_the_next_nodes_executing_frame(
+    comfy_emulator: ComfyEmulator,
+) -> None:
+    """As on a real 0.33.0 server: a node that does not check for interrupts runs to its end;
+    the next node still gets progress_state(running) and `executing`, then is interrupted."""
+    graph = simple_graph("inv")
+    graph["3"] = {"class_type": "ImageInvert", "inputs": {"image": ["1", 0]}}
+    graph["2"]["inputs"]["images"] = ["3", 0]
+    comfy_emulator.set_faults({"node_delay": 50})  # 0.5 s per node
+    async with (
+        websockets.connect(ws_url(comfy_emulator, "i")) as ws,
+        httpx.AsyncClient(base_url=comfy_emulator.url) as client,
+    ):
+        await first_frame(ws)
+        pid = (await client.post("/prompt", json={"prompt": graph, "client_id": "i"})).json()[
+            "prompt_id"
+        ]
+        frames: list[dict[str, Any]] = []
+        while not frames or frames[-1]["type"] != "executing":
+            frames.append(json.loads(await ws.recv()))
+        assert frames[-1]["data"]["node"] == "1"
+        await client.post("/interrupt", json={"prompt_id": pid})
+        frames += await collect_frames(ws, pid)
+    seen = [f for f in frames if f["type"] != "status"]
+    kinds = [(f["type"], f["data"].get("node")) for f in seen]
+    assert kinds[-4:] == [
+        ("progress_state", None), ("executing", "3"), ("execution_interrupted", None),
+        ("executing", None)]
+    assert seen[-4]["data"]["nodes"]["3"]["state"] == "running"
+    interrupted = next(f["data"] for f in frames if f["type"] == "execution_interrupted")
+    assert (interrupted["node_id"], interrupted["executed"]) == ("3", ["1"])
 
 
 async def test_other_clients_see_only_status_frames(comfy_emulator: ComfyEmulator) -> None:

@@ -30,7 +30,10 @@ async def test_view_serves_outputs_without_path_escape(comfy_emulator: ComfyEmul
         ({"filename": "missing.png"}, 404),
         ({"filename": "../../etc/passwd"}, 400),
         ({"filename": "/etc/passwd"}, 400),
-        ({"filename": "sub/a.png"}, 400),
+        # a real 0.33.0 server only refuses a leading "/" or ".."; otherwise it keeps the
+        # basename, so "sub/a.png" looks for output/a.png (404) and "x/a.png" in sub works
+        ({"filename": "sub/a.png"}, 404),
+        ({"filename": "x/a.png", "subfolder": "sub"}, 200),
         ({"filename": "a.png", "subfolder": "../../../../etc"}, 403),
         ({"filename": "passwd", "subfolder": "/etc"}, 403),
         ({"filename": "a.png", "type": "models"}, 400),
@@ -47,6 +50,7 @@ async def test_view_serves_outputs_without_path_escape(comfy_emulator: ComfyEmul
     assert ok.content == b"\x89PNG-bytes"
     assert ok.headers["content-type"] == "image/png"
     assert ok.headers["content-disposition"] == 'filename="a.png"'
+    assert ok.headers["x-content-type-options"] == "nosniff"
 
 
 async def upload(
@@ -236,6 +240,7 @@ async def test_error_at_node_fails_the_run_with_runtime_error(
         history = (await client.get(f"/history/{pid}")).json()[pid]
     error = next(f["data"] for f in frames if f["type"] == "execution_error")
     assert error["node_id"] == "8" and error["exception_type"] == "RuntimeError"
+    assert sorted(error["current_outputs"]) == sorted(txt2img_graph())  # every node of the run
     assert set(error["executed"]) == {"3", "4", "5", "6", "7"}
     assert [f["type"] for f in frames][-3:] == ["execution_error", "status", "executing"]
     assert history["status"] == {
@@ -316,3 +321,13 @@ async def test_restart_fault_drops_state(comfy_emulator: ComfyEmulator) -> None:
     assert system["system"]["comfyui_version"] == "0.33.0" and system["devices"][0]["type"] == "cpu"
     assert features["max_upload_size"] == 104857600
     assert (free.status_code, free.content) == (200, b"")
+
+
+async def test_jobs_limit_that_is_not_a_number_has_its_own_message(
+    comfy_emulator: ComfyEmulator,
+) -> None:
+    async with httpx.AsyncClient(base_url=comfy_emulator.url) as client:
+        words = await client.get("/api/jobs", params={"limit": "abc"})
+        zero = await client.get("/api/jobs", params={"limit": "0"})
+    assert (words.status_code, words.json()) == (400, {"error": "limit must be an integer"})
+    assert (zero.status_code, zero.json()) == (400, {"error": "limit must be a positive integer"})

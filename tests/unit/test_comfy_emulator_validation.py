@@ -192,3 +192,47 @@ async def test_number_counts_every_post_and_front_negates(comfy_emulator: ComfyE
     assert front.json()["number"] == -2
     assert explicit.json()["number"] == 5.0
     assert after.json()["number"] == 3
+
+
+async def test_input_config_is_always_type_and_options(comfy_emulator: ComfyEmulator) -> None:
+    graph = simple_graph() | {
+        "3": {"class_type": "ImageScale", "inputs": {
+            "image": ["1", 0], "upscale_method": "nope", "width": 32, "height": 32,
+            "crop": "disabled"}},
+    }
+    graph["2"]["inputs"]["images"] = ["3", 0]
+    r = await post(comfy_emulator, {"prompt": graph})
+    error = r.json()["node_errors"]["3"]["errors"][0]
+    assert error["type"] == "value_not_in_list"
+    assert error["extra_info"] == {
+        "input_name": "upscale_method",
+        "input_config": [["nearest-exact", "bilinear", "area", "bicubic", "lanczos"], {}],
+        "received_value": "nope",
+    }
+
+
+async def test_custom_validation_failure_names_only_the_input(
+    comfy_emulator: ComfyEmulator,
+) -> None:
+    graph = {
+        "1": {"class_type": "LoadImage", "inputs": {"image": "does_not_exist.png"}},
+        "2": {"class_type": "SaveImage", "inputs": {"images": ["1", 0], "filename_prefix": "x"}},
+    }
+    r = await post(comfy_emulator, {"prompt": graph})
+    error = r.json()["node_errors"]["1"]["errors"][0]
+    assert error["type"] == "custom_validation_failed"
+    assert error["extra_info"] == {"input_name": "image"}
+
+
+async def test_link_to_a_missing_output_slot_fails_the_linking_node(
+    comfy_emulator: ComfyEmulator,
+) -> None:
+    r = await post(comfy_emulator, {"prompt": graph_with("2", "images", ["1", 5])})
+    body = r.json()
+    assert r.status_code == 400 and list(body["node_errors"]) == ["2"]
+    error = body["node_errors"]["2"]["errors"][0]
+    assert (error["type"], error["details"]) == (
+        "exception_during_validation", "tuple index out of range")
+    assert error["extra_info"]["exception_type"] == "IndexError"
+    assert body["error"]["details"] == "Exception when validating node: tuple index out of range"
+    assert body["node_errors"]["2"]["class_type"] == "SaveImage"

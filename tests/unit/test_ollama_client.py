@@ -280,3 +280,16 @@ async def test_ten_megabyte_stream_in_bounded_memory() -> None:
         await proc.wait()
     assert total > 10_000_000 and lines > 4000 and longest < 10_000
     assert peak < 2_000_000, f"peak {peak} bytes for a {total}-byte answer"
+
+
+async def test_html_502_from_a_proxy_is_retryable_busy_with_the_raw_text(
+    ollama_emulator: OllamaEmulator, client: OllamaClient,
+) -> None:
+    ollama_emulator.set_faults({"proxy_502_next": 2})
+    with pytest.raises(ServiceBusy) as whole:
+        await client.generate("llama3.2", "x")
+    with pytest.raises(ServiceBusy) as streamed:
+        await _drain(client)
+    for err in (whole.value, streamed.value):
+        assert err.retryable and err.status == 502 and "502 Bad Gateway" in str(err)
+    assert (await client.generate("llama3.2", "x")).done_reason == "stop"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import httpx
@@ -220,3 +221,46 @@ async def test_requests_and_stats_are_recorded(
     assert stats["requests"] == 1 and stats["generations"] == 1
     remote = (await http.get("/_emulator/requests")).json()
     assert remote[-1]["body"]["prompt"] == "hello"
+
+
+async def test_non_local_host_header_gets_an_empty_403(http: httpx.AsyncClient) -> None:
+    for host in ("evil.example.com", "8.8.8.8:11434", "ollama.example.org:80"):
+        r = await http.get("/api/tags", headers={"Host": host})
+        assert (r.status_code, r.content) == (403, b""), host
+    for host in ("localhost:11434", "box.local", "gpu.internal", "a.localhost", "10.1.2.3",
+                 "[::1]:11434", "0.0.0.0"):
+        r = await http.get("/api/tags", headers={"Host": host})
+        assert r.status_code == 200, host
+
+
+async def test_max_queue_refuses_requests_past_the_load_queue_with_503(
+    ollama_emulator: OllamaEmulator, http: httpx.AsyncClient,
+) -> None:
+    ollama_emulator.set_faults({"load_delay": 100, "max_queue": 1})  # a cold load takes 1 s
+    body = {"model": "llama3.2", "prompt": "x", "stream": False, "options": {"num_predict": 2}}
+    first = asyncio.create_task(http.post("/api/generate", json=body))
+    await wait_until(lambda: ollama_emulator.core.models.waiting == 1, what="first queued")
+    overflow = await http.post("/api/generate", json=body)
+    assert overflow.status_code == 503
+    assert overflow.json() == {
+        "error": "server busy, please try again.  maximum pending requests exceeded"}
+    assert (await first).status_code == 200
+    warm = await http.post("/api/generate", json=body)  # a loaded model bypasses the queue
+    assert warm.status_code == 200 and ollama_emulator.core.models.waiting == 0
+
+
+async def test_client_disconnect_mid_generation_frees_the_slot(
+    ollama_emulator: OllamaEmulator,
+) -> None:
+    ollama_emulator.set_faults({"response_tokens": 2000, "token_delay": 1})  # 20 s in all
+    body = {"model": "llama3.2", "prompt": "a long tale"}
+    async with (
+        httpx.AsyncClient(base_url=ollama_emulator.url, timeout=10) as first,
+        first.stream("POST", "/api/generate", json=body) as r,
+    ):
+        assert json.loads(await anext(r.aiter_lines()))["done"] is False
+    # the first answer would hold the model's only slot for ~20 s more
+    async with httpx.AsyncClient(base_url=ollama_emulator.url, timeout=10) as second:
+        short = {**body, "stream": False, "options": {"num_predict": 3}}
+        r2 = await asyncio.wait_for(second.post("/api/generate", json=short), 5.0)
+    assert r2.status_code == 200 and r2.json()["done"] is True

@@ -17,6 +17,7 @@ from activities.store.db import Store, open_store, upgrade
 from activities.store.models import Base
 
 TABLES = {"stories", "nodes", "characters", "node_characters", "assets", "render_leases"}
+HEAD = "0002"  # the newest migration
 
 
 # ---- schema ---------------------------------------------------------------------------------
@@ -35,14 +36,14 @@ async def test_upgrade_creates_tables_and_a_second_run_changes_nothing(db_url: s
     async with await open_store(db_url) as store:
         async with store.engine.connect() as conn:
             names, version = await conn.run_sync(_tables_and_version)
-        assert TABLES <= names and version == "0001"
+        assert TABLES <= names and version == HEAD
         story = await store.repo.create_story("A fox learns to sail")
 
     await upgrade(db_url)
 
     async with await open_store(db_url) as store:
         async with store.engine.connect() as conn:
-            assert await conn.run_sync(_tables_and_version) == (names, "0001")
+            assert await conn.run_sync(_tables_and_version) == (names, HEAD)
         assert (await store.repo.get_story(story.id)).premise == "A fox learns to sail"
 
 
@@ -50,7 +51,7 @@ async def test_two_upgrades_at_once_on_an_empty_database_both_succeed(db_url: st
     await asyncio.gather(upgrade(db_url), upgrade(db_url))
     async with await open_store(db_url) as store, store.engine.connect() as conn:
         names, version = await conn.run_sync(_tables_and_version)
-    assert TABLES <= names and version == "0001"
+    assert TABLES <= names and version == HEAD
 
 
 async def test_worker_and_cli_upgrading_together_from_two_processes(tmp_path: Path) -> None:
@@ -69,7 +70,7 @@ async def test_worker_and_cli_upgrading_together_from_two_processes(tmp_path: Pa
     assert [p.returncode for p in procs] == [0, 0], [err.decode()[-800:] for _, err in results]
     async with await open_store(db_url) as store, store.engine.connect() as conn:
         names, version = await conn.run_sync(_tables_and_version)
-    assert TABLES <= names and version == "0001"
+    assert TABLES <= names and version == HEAD
 
 
 def _diff(conn: Connection) -> list[object]:

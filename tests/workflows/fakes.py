@@ -25,16 +25,21 @@ from workflows_temporal.contracts import (
     AttachImageInput,
     CastCharacter,
     CharacterLook,
+    EmbeddedTexts,
+    EmbedTextsInput,
     ExtractCastInput,
     FreeVramInput,
     ImageStatus,
     LoadContextInput,
+    RecalledContext,
+    RecallMemoriesInput,
     RenderInput,
     RenderResult,
     SavedNode,
     SaveNodeInput,
     SceneCast,
     SceneContext,
+    StoreEmbeddingInput,
     UpsertCharactersInput,
     UpsertCharactersResult,
     WriteSceneInput,
@@ -69,6 +74,13 @@ class FakeStudio:
     render_cancelled: list[str] = field(default_factory=list)  # workflow ids
     calls: list[tuple[str, str, Any]] = field(default_factory=list)
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Story memory (issue 6): load_context returns these summaries when set; recall answers.
+    summaries: list[str] | None = None
+    recalled: RecalledContext = field(
+        default_factory=lambda: RecalledContext(recent=["recent"], memories=["a memory"])
+    )
+    render_gate: asyncio.Event | None = None  # render waits (heartbeating) until it is set
+    timeline: list[tuple[str, str, str]] = field(default_factory=list)  # (step, wid, start|end)
 
     def inputs(self, name: str, workflow_id: str) -> list[Any]:
         """What activity ``name`` received from workflow ``workflow_id``, in order."""
@@ -89,13 +101,14 @@ class FakeStudio:
             story_id=story_id,
             premise=inp.direction,
             parent_node_id=inp.parent_node_id,
-            summaries=["before"],
+            summaries=["before"] if self.summaries is None else list(self.summaries),
         )
 
     @activity.defn(name="write_scene")
     async def write_scene(self, inp: WriteSceneInput) -> WrittenScene:
         wid = self._enter("write_scene", inp)
         self.writing.append(wid)
+        self.timeline.append(("write_scene", wid, "start"))
         while self.write_gate is not None and not self.write_gate.is_set():
             activity.heartbeat()
             await asyncio.sleep(0.05)
@@ -107,6 +120,7 @@ class FakeStudio:
             )
         title = " ".join(inp.direction.split()[:3]).title()
         text = f"{inp.direction}. Mira walked into the fog, her yellow coat bright."
+        self.timeline.append(("write_scene", wid, "end"))
         return WrittenScene(title=title, text=text, summary=text[:60], model=inp.model, tokens=42)
 
     @activity.defn(name="save_node")
@@ -142,6 +156,10 @@ class FakeStudio:
     async def render(self, inp: RenderInput) -> RenderResult:
         wid = self._enter("render", inp)
         self.render_started.set()
+        self.timeline.append(("render", wid, "start"))
+        while self.render_gate is not None and not self.render_gate.is_set():
+            activity.heartbeat()
+            await asyncio.sleep(0.05)
         if self.block_render:
             try:
                 while True:
@@ -157,6 +175,7 @@ class FakeStudio:
             )
         digest = hashlib.sha256(f"{inp.positive}|{inp.seed}|{inp.template}".encode()).hexdigest()
         prompt_id = str(uuid.uuid5(uuid.NAMESPACE_URL, f"{inp.workflow_id}/{inp.step}"))
+        self.timeline.append(("render", wid, "end"))
         return RenderResult(
             prompt_id=prompt_id,
             image_path=f"media/{digest[:16]}.png",
@@ -171,19 +190,43 @@ class FakeStudio:
             image_status=inp.status, image_path=inp.image_path, error=inp.error, note=inp.note
         )
 
+    @activity.defn(name="embed_texts")
+    async def embed_texts(self, inp: EmbedTextsInput) -> EmbeddedTexts:
+        self._enter("embed_texts", inp)
+        return EmbeddedTexts(vectors=[[float(len(t)), 1.0] for t in inp.texts])
+
+    @activity.defn(name="store_embedding")
+    async def store_embedding(self, inp: StoreEmbeddingInput) -> None:
+        self._enter("store_embedding", inp)
+        self.nodes.setdefault(inp.node_id, {})["embedding"] = inp.vector
+
+    @activity.defn(name="recall_memories")
+    async def recall_memories(self, inp: RecallMemoriesInput) -> RecalledContext:
+        self._enter("recall_memories", inp)
+        return self.recalled
+
 
 async def run_workers(stack: AsyncExitStack, client: Client, studio: FakeStudio) -> str:
     """Start one worker per queue the workflow uses; returns the (fresh) workflow queue."""
     workflow_queue = f"test-{uuid.uuid4()}"
     queues: dict[str, dict[str, Any]] = {
         workflow_queue: {"workflows": [SceneWorkflow, StoryWorkflow]},
-        LLM_QUEUE: {"activities": [studio.write_scene, studio.extract_cast, studio.free_llm_vram]},
+        LLM_QUEUE: {
+            "activities": [
+                studio.write_scene,
+                studio.extract_cast,
+                studio.free_llm_vram,
+                studio.embed_texts,
+            ]
+        },
         DB_QUEUE: {
             "activities": [
                 studio.load_context,
                 studio.save_node,
                 studio.upsert_characters,
                 studio.attach_image,
+                studio.store_embedding,
+                studio.recall_memories,
             ]
         },
         # A short throttle so a cancel reaches the heartbeating render at once.

@@ -30,6 +30,7 @@ from workflows_temporal.contracts import (
     SceneResult,
 )
 from workflows_temporal.scene import SceneWorkflow
+from workflows_temporal.story_memory import node_seed
 
 STORY_ID = SearchAttributeKey.for_keyword("StoryId")
 NODE_ID = SearchAttributeKey.for_keyword("NodeId")
@@ -121,8 +122,8 @@ async def test_happy_path_illustrates_the_scene(harness: Harness) -> None:
 
     summaries = await activity_summaries(harness.client, handle)
     assert summaries[0] == "load context: story (new)"
-    assert summaries[1].startswith("write scene: Mira finds a lighthouse")
-    assert f"render scene seed {render.seed}" in summaries
+    assert summaries[1].startswith("write scene 1: Mira finds a lighthouse")
+    assert f"render scene 1 (scene, seed {render.seed})" in summaries
     assert summaries[-1] == "attach image: done"
 
 
@@ -293,7 +294,10 @@ async def test_seed_is_derived_from_the_workflow_id(harness: Harness) -> None:
 
     seeds = [r.seed for r in harness.studio.inputs("render", wid)]
     assert len(seeds) == 2 and seeds[0] == seeds[1]
-    assert harness.studio.inputs("write_scene", wid)[0].seed == seeds[0]
+    # The image seed derives from the story and node (issue 6); the node from the workflow id.
+    [saved] = harness.studio.inputs("save_node", wid)[:1]
+    node = harness.studio.inputs("render", wid)[0].node_id
+    assert seeds[0] == node_seed(saved.story_id, node)
     assert harness.studio.inputs("render", other)[0].seed != seeds[0]
     assert harness.studio.inputs("render", chosen)[0].seed == 1234
 

@@ -1,0 +1,31 @@
+"""The LLM side of story memory: the ``embed_texts`` activity (Ollama /api/embed)."""
+
+from __future__ import annotations
+
+from temporalio import activity
+
+from activities.calllog import call_context
+from activities.errors import StoryloomError, to_application_error
+from activities.ollama.client import OllamaClient
+from workflows_temporal.contracts import EmbeddedTexts, EmbedTextsInput
+
+__all__ = ["EmbedActivities"]
+
+
+class EmbedActivities:
+    """``embed_texts`` over one injected OllamaClient. Writes nothing, so safe to retry;
+    ModelNotFound/BadRequest are non-retryable, transport and 5xx failures retryable."""
+
+    def __init__(self, client: OllamaClient) -> None:
+        self.client = client
+
+    @activity.defn(name="embed_texts")
+    async def embed_texts(self, inp: EmbedTextsInput) -> EmbeddedTexts:
+        """L2-normalised vectors of ``inp.texts`` in order, from ``inp.model``."""
+        info = activity.info()
+        with call_context(workflow_id=info.workflow_id, attempt=info.attempt,
+                          activity=info.activity_type):
+            try:
+                return EmbeddedTexts(vectors=await self.client.embed(inp.model, inp.texts))
+            except StoryloomError as exc:
+                raise to_application_error(exc) from exc

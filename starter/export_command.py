@@ -1,0 +1,52 @@
+"""`storyloom export STORY`: write a story as an HTML storybook and/or Markdown notes."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from activities.errors import StoreError
+from starter.book import load_book
+from starter.export_html import write_html
+from starter.export_markdown import render_markdown, write_markdown
+from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
+from starter.settings import Settings
+
+__all__ = ["STDOUT", "run_export"]
+
+STDOUT = "-"  # --markdown without a file: print it
+
+
+async def run_export(
+    settings: Settings,
+    story_id: str,
+    *,
+    html_dir: Path | None = None,
+    markdown: str | None = None,
+    path_to: str | None = None,
+) -> int:
+    """Export the story (or its path to ``path_to``); exit 2 when the story/node is unknown."""
+    if html_dir is None and markdown is None:
+        raise CliFailure("Say what to write: --html DIR and/or --markdown [FILE].", EXIT_USAGE)
+    from activities.store.db import open_store, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(settings.effective_database_url)
+    store = await open_store(settings.effective_database_url)
+    try:
+        try:
+            book = await load_book(store, story_id, path_to)
+        except StoreError as exc:
+            raise CliFailure(f"Cannot export {story_id!r}: {exc}. `storyloom list` shows the "
+                             "stories.", EXIT_USAGE) from exc
+    finally:
+        await store.close()
+    if html_dir is not None:
+        page = write_html(book, html_dir)
+        print(f"storybook: {page} ({len(book.scenes)} scenes)", file=sys.stderr)
+    if markdown == STDOUT:
+        sys.stdout.write(render_markdown(book))
+    elif markdown is not None:
+        notes = write_markdown(book, Path(markdown))
+        print(f"markdown: {notes}", file=sys.stderr)
+    return EXIT_OK

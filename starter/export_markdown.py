@@ -1,0 +1,82 @@
+"""Write a ``Book`` as Markdown for a notes app: headings per scene, pictures, branches, cast.
+
+LLM text is untrusted here too: many Markdown viewers render inline HTML, so ``<`` and ``&``
+are written as entities and Markdown link/heading syntax in titles is backslash-escaped.
+With a file, pictures are copied into ``images/`` beside it (relative links); on stdout the
+links point at the pictures where they are.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from starter.book import Book, BookScene
+from starter.export_html import ImageShelf
+
+__all__ = ["render_markdown", "write_markdown"]
+
+_INLINE_SPECIAL = re.compile(r"([\\`*_\[\]#!|])")
+
+
+def _text(value: str) -> str:
+    """Body text: no HTML can get through; Markdown emphasis is left alone."""
+    return value.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _inline(value: str) -> str:
+    """A title or name on one line: also no link, image, heading or table syntax."""
+    return _INLINE_SPECIAL.sub(r"\\\1", _text(" ".join(value.split())))
+
+
+def _uri(path: str | None) -> str | None:
+    return Path(path).resolve().as_uri() if path and Path(path).is_file() else None
+
+
+def _picture(scene: BookScene, images: ImageShelf | None) -> str | None:
+    if scene.image_status == "failed":
+        return f"*No picture: {_inline(scene.image_error or 'render failed')}*"
+    if scene.image_status != "done" or not scene.image_path:
+        return None
+    href = images.href(scene.image_path) if images else _uri(scene.image_path)
+    return f"![{_inline(scene.title)}](<{href}>)" if href else "*The picture file is missing.*"
+
+
+def _scene(book: Book, scene: BookScene, images: ImageShelf | None) -> list[str]:
+    level = "#" * min(2 + (scene.depth if book.path_to is None else 0), 6)
+    out = [f"{level} {_inline(scene.title)}", "", f"*{_inline(scene.direction)}*", ""]
+    if (picture := _picture(scene, images)) is not None:
+        out += [picture, ""]
+    out += [_text(scene.text.strip()), ""]
+    if scene.characters:
+        out += ["In this scene: " + ", ".join(_inline(n) for n in scene.characters), ""]
+    if book.path_to is None and len(scene.children) > 1:
+        titles = [c.title for cid in scene.children if (c := book.scene(cid)) is not None]
+        out += ["Branches: " + " · ".join(_inline(t) for t in titles), ""]
+    return out
+
+
+def render_markdown(book: Book, out_dir: Path | None = None) -> str:
+    """The Markdown text; with ``out_dir`` pictures are copied to ``out_dir/images``."""
+    images = ImageShelf(out_dir) if out_dir is not None else None
+    lines = [f"# {_inline(book.title)}", "", f"> {_inline(book.premise)}", ""]
+    for scene in book.scenes:
+        lines += _scene(book, scene, images)
+    if book.characters:
+        lines += ["## Characters", ""]
+        for character in book.characters:
+            href = images.href(character.reference_image) if images else (
+                _uri(character.reference_image))
+            picture = f" ![{_inline(character.name)}](<{href}>)" if href else ""
+            lines.append(f"- **{_inline(character.name)}**: {_inline(character.look)}{picture}")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def write_markdown(book: Book, path: Path) -> Path:
+    """Write the Markdown file (and ``images/`` beside it); returns ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(render_markdown(book, path.parent), encoding="utf-8")
+    tmp.replace(path)
+    return path

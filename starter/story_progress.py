@@ -1,0 +1,91 @@
+"""Follow one story live: "scene k of N" plus the current scene's step (and the scene being
+illustrated meanwhile, when scenes are pipelined). Rich on a terminal, plain lines otherwise."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from datetime import timedelta
+from typing import Any, TextIO
+
+from temporalio.client import Client, WorkflowHandle
+
+from starter.progress import render_line, snapshot
+from workflows_temporal.contracts import StoryResult
+
+__all__ = ["follow_story", "story_line"]
+
+from starter.progress import Mode  # one definition of the display modes
+
+_RPC_TIMEOUT = timedelta(seconds=2)
+
+
+def story_line(progress: dict[str, Any], current: str | None, illustrating: str | None) -> str:
+    """One line: scene k of N, the story's stage, the writing scene's step, the illustrating one."""
+    parts = [f"scene {progress.get('scene', '?')} of {progress.get('scenes_total', '?')}",
+             str(progress.get("stage", ""))]
+    if current:
+        parts.append(f"now: {current}")
+    if illustrating:
+        parts.append(f"illustrating previous: {illustrating}")
+    return " · ".join(p for p in parts if p)
+
+
+async def _child_step(client: Client, workflow_id: str | None, started: float) -> str | None:
+    if not workflow_id:
+        return None
+    with contextlib.suppress(Exception):
+        snap = await snapshot(client, client.get_workflow_handle(workflow_id), started)
+        return render_line(snap).split(" · ", 1)[-1]
+    return None
+
+
+async def _line(client: Client, handle: WorkflowHandle[Any, Any], started: float) -> str | None:
+    progress = await handle.query("progress", rpc_timeout=_RPC_TIMEOUT)
+    if not isinstance(progress, dict):
+        return None
+    current = await _child_step(client, progress.get("current_scene"), started)
+    other = progress.get("illustrating_scene")
+    illustrating = None
+    if other and other != progress.get("current_scene"):
+        illustrating = await _child_step(client, other, started)
+    return f"{time.monotonic() - started:5.1f}s · " + story_line(progress, current, illustrating)
+
+
+async def follow_story(client: Client, handle: WorkflowHandle[Any, Any], *, mode: Mode,
+                       interval: float = 0.5, out: TextIO | None = None) -> StoryResult:
+    """Show progress until the story closes; returns its StoryResult or raises its failure
+    (``WorkflowFailureError``) as ``handle.result()`` does."""
+    out = out or sys.stderr
+    started = time.monotonic()
+    result_task = asyncio.create_task(handle.result())
+    if mode == "quiet":
+        return StoryResult.model_validate(await result_task)
+    live: Any = None
+    if mode == "rich":
+        from rich.console import Console
+        from rich.live import Live
+        from rich.text import Text
+
+        live = Live(Text("starting…"), console=Console(file=out), transient=True,
+                    refresh_per_second=8)
+        live.start()
+    last = ""
+    try:
+        while not result_task.done():
+            with contextlib.suppress(Exception):
+                line = await _line(client, handle, started)
+                if line and live is not None:
+                    live.update(Text(line))
+                elif line and line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
+                    print(line, file=out, flush=True)
+                last = line or last
+            await asyncio.wait([result_task], timeout=interval)
+    finally:
+        if live is not None:
+            live.stop()
+        if not result_task.done():
+            result_task.cancel()
+    return StoryResult.model_validate(result_task.result())

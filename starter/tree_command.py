@@ -1,0 +1,59 @@
+"""`storyloom tree STORY`: draw a story's tree of scenes (titles, image status, node ids)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.tree import Tree
+
+from activities.errors import StoreError
+from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
+from starter.settings import Settings
+
+__all__ = ["build_tree", "open_store", "show_tree"]
+
+_IMAGE_MARK = {"done": "[green]image ✓[/green]", "failed": "[red]image ✗[/red]",
+               "skipped": "[dim]no image[/dim]", "pending": "[yellow]image pending[/yellow]",
+               "rendering": "[yellow]rendering[/yellow]"}
+
+
+async def open_store(settings: Settings) -> Any:
+    """The story store at the configured URL, schema brought up to date. Close it when done."""
+    from activities.store.db import open_store as open_db
+    from activities.store.db import upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(settings.effective_database_url)
+    return await open_db(settings.effective_database_url)
+
+
+def build_tree(story: Any, nodes: list[Any]) -> Tree:
+    """The rich Tree of a story; ``nodes`` in tree order (parents before children)."""
+    root = Tree(f"[bold]{escape(story.title or story.premise[:60])}[/bold] "
+                f"[dim](story {story.id}, {len(nodes)} scenes)[/dim]")
+    branches: dict[str, Tree] = {}
+    for node in nodes:
+        parent = branches.get(node.parent_id, root) if node.parent_id else root
+        mark = _IMAGE_MARK.get(node.image_status, escape(node.image_status))
+        label = f"{escape(node.title or '(untitled)')}  {mark}  [dim]{node.id}[/dim]"
+        if node.image_status == "failed" and node.image_error:
+            label += f" [red dim]{escape(node.image_error[:80])}[/red dim]"
+        branches[node.id] = parent.add(label)
+    return root
+
+
+async def show_tree(settings: Settings, story_id: str) -> int:
+    store = await open_store(settings)
+    try:
+        try:
+            story = await store.repo.get_story(story_id)
+            nodes = await store.repo.story_nodes(story_id)
+        except StoreError as exc:
+            raise CliFailure(f"{exc.describe()}. `storyloom list` shows the stories.",
+                             EXIT_USAGE) from exc
+        Console(soft_wrap=True).print(build_tree(story, nodes))
+        return EXIT_OK
+    finally:
+        await store.close()

@@ -1,0 +1,284 @@
+"""What a user sees of a running storyloom: terminal progress, the Temporal UI's data, metrics.
+
+Real dev server, both emulators and a worker (with STORYLOOM_METRICS_PORT) as processes; scenes
+run through the CLI. The emulators are slowed through their fault endpoints so progress has
+something to show (tokens streaming, sampler steps) for a few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import httpx
+import pytest
+import pytest_asyncio
+from rich.console import Console
+from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.taskqueue.v1 import TaskQueue
+from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from starter.devserver import start_dev_server
+from starter.progress import follow
+from tests.fixtures.common import free_port, wait_until
+from workflows_temporal.contracts import SceneRequest, SceneResult
+from workflows_temporal.policies import DB_QUEUE, IMAGE_QUEUE, LLM_QUEUE, SCENE_WORKFLOW_QUEUE
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+
+CLI = [sys.executable, "-m", "starter.cli"]
+FIRST = "A lighthouse keeper finds a talking fox"
+SECOND = "The fox shows the keeper a drowned lantern"
+# At time scale 0.02: 50 tokens x 0.03 s and 20 sampler steps x 0.08 s, under 2 s each.
+SLOW_LLM = {"token_delay": 1.5, "response_tokens": 50}
+SLOW_COMFY = {"step_delay": 4.0}
+
+
+@dataclass
+class Stack:
+    client: Client
+    data_dir: Path
+    env: dict[str, str]
+    ollama_url: str
+    comfy_url: str
+    metrics_url: str
+
+    async def storyloom(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return await asyncio.to_thread(
+            subprocess.run, [*CLI, *args], env={**self.env, **env}, capture_output=True,
+            text=True, timeout=60, check=False)
+
+    async def faults(self, llm: dict[str, Any], comfy: dict[str, Any]) -> None:
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            (await http.post(self.ollama_url + "/_emulator/faults", json=llm)).raise_for_status()
+            (await http.post(self.comfy_url + "/_emulator/faults", json=comfy)).raise_for_status()
+
+
+def _metrics_port() -> int:
+    """A free port whose successor is free too (the SDK's exporter takes port + 1)."""
+    for _ in range(50):
+        port = free_port()
+        try:
+            import socket
+
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", port + 1))
+            return port
+        except OSError:
+            continue
+    raise AssertionError("no two consecutive free ports")
+
+
+async def _answers(url: str) -> bool:
+    try:
+        async with httpx.AsyncClient(timeout=1.0) as http:
+            return (await http.get(url)).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+async def _polled(client: Client, queue: str, kind: TaskQueueType.ValueType) -> bool:
+    reply = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
+        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
+    return len(reply.pollers) > 0
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
+    root = tmp_path_factory.mktemp("user-view")
+    data_dir = root / "data"
+    logs = data_dir / "logs"
+    logs.mkdir(parents=True)
+    server = await start_dev_server(root / "temporal", address=f"127.0.0.1:{free_port()}",
+                                    headless=True)
+    ollama_port, comfy_port, metrics_port = free_port(), free_port(), _metrics_port()
+    env = {**os.environ, "STORYLOOM_DATA_DIR": str(data_dir),
+           "STORYLOOM_TEMPORAL_ADDRESS": server.address, "STORYLOOM_TEMPORAL_NAMESPACE": "default",
+           "STORYLOOM_OLLAMA_URL": f"http://127.0.0.1:{ollama_port}",
+           "STORYLOOM_COMFYUI_URL": f"http://127.0.0.1:{comfy_port}", "STORYLOOM_LOG_JSON": "1",
+           "COLUMNS": "100"}
+    for name in ("OLLAMA_HOST", "TEMPORAL_ADDRESS", "STORYLOOM_METRICS_PORT",
+                 "STORYLOOM_DATABASE_URL"):
+        env.pop(name, None)
+
+    def spawn(args: list[str], name: str, **extra: str) -> subprocess.Popen[bytes]:
+        with open(logs / f"t-{name}.out", "wb") as out:
+            return subprocess.Popen([*CLI, *args], env={**env, **extra}, stdout=out,
+                                    stderr=subprocess.STDOUT)
+
+    procs = [
+        spawn(["emulate", "ollama", "--port", str(ollama_port), "--time-scale", "0.02"], "ollama"),
+        spawn(["emulate", "comfyui", "--comfy-port", str(comfy_port), "--root",
+               str(root / "comfy"), "--time-scale", "0.02"], "comfyui"),
+        spawn(["worker", "--role", "all"], "worker", STORYLOOM_METRICS_PORT=str(metrics_port)),
+    ]
+    client = await Client.connect(server.address, data_converter=pydantic_data_converter)
+    stack = Stack(client, data_dir, env, env["STORYLOOM_OLLAMA_URL"],
+                  env["STORYLOOM_COMFYUI_URL"], f"http://127.0.0.1:{metrics_port}/metrics")
+
+    async def ready() -> bool:
+        for proc in procs:
+            assert proc.poll() is None, f"{proc.args} exited: see {logs}"
+        checks = [await _answers(stack.ollama_url + "/api/version"),
+                  await _answers(stack.comfy_url + "/system_stats"),
+                  await _answers(stack.metrics_url),
+                  await _polled(client, SCENE_WORKFLOW_QUEUE,
+                                TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)]
+        for queue in (LLM_QUEUE, DB_QUEUE, IMAGE_QUEUE):
+            checks.append(await _polled(client, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
+        return all(checks)
+
+    try:
+        await wait_until(ready, timeout=30.0, interval=0.1, what="emulators and worker")
+        yield stack
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                await asyncio.to_thread(proc.wait, 15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def first_scene(stack: Stack) -> tuple[SceneResult, str]:
+    """The first scene of a new story, run as a user runs it (stderr is not a TTY: plain)."""
+    await stack.faults(SLOW_LLM, SLOW_COMFY)
+    try:
+        run = await stack.storyloom("scene", FIRST)
+    finally:
+        await stack.faults({}, {})
+    assert run.returncode == 0, run.stderr
+    workflow_id = re.search(r"scene (scene-[0-9a-f-]+) started", run.stderr)
+    assert workflow_id, run.stderr
+    result = await stack.client.get_workflow_handle(
+        workflow_id.group(1), result_type=SceneResult).result()
+    return result, run.stderr
+
+
+async def test_plain_progress_names_steps_tokens_sampler_steps_and_time(
+        first_scene: tuple[SceneResult, str]) -> None:
+    result, stderr = first_scene
+    lines = [ln for ln in stderr.splitlines() if " · " in ln]
+    assert lines, stderr
+    assert all(re.match(r"^\s*\d+\.\ds · ", ln) for ln in lines), lines  # elapsed first
+    assert all(len(ln) <= 100 for ln in lines), [ln for ln in lines if len(ln) > 100]
+    assert any("write_scene" in ln and re.search(r"\d+ tokens", ln) for ln in lines), lines
+    assert any("render" in ln and re.search(r"step \d+/20", ln) for ln in lines), lines
+    assert result.image_status == "done"
+
+
+async def test_rich_progress_on_a_100_column_terminal(stack: Stack,
+                                                      first_scene: tuple[SceneResult, str]) -> None:
+    console = Console(record=True, width=100, force_terminal=True, file=io.StringIO())
+    await stack.faults(SLOW_LLM, SLOW_COMFY)
+    try:
+        handle = await stack.client.start_workflow(
+            "SceneWorkflow", SceneRequest(direction=SECOND, story_id=first_scene[0].story_id,
+                                          parent_node_id=first_scene[0].node_id,
+                                          model="llama3.2", template="scene"),
+            id=f"scene-rich-{free_port()}", task_queue=SCENE_WORKFLOW_QUEUE,
+            result_type=SceneResult)
+        result = await follow(stack.client, handle, mode="rich", interval=0.2, console=console)
+    finally:
+        await stack.faults({}, {})
+    shown = console.export_text(clear=False)
+    assert result.image_status == "done"
+    assert re.search(r"write_scene \(\w+\) · \d+ tokens", shown), shown[-2000:]
+    assert re.search(r"render \(\w+\) · (queue position \d+ · )?step \d+/20", shown), shown[-2000:]
+    # Live redraws one frame over the last: the record holds the frames back to back.
+    frames = [f.strip() for f in re.split(r"(?=\s+\d+\.\ds · )", shown) if f.strip()]
+    assert len(frames) > 5 and all(len(f) <= 100 and "\n" not in f for f in frames), frames
+
+
+async def _summaries(client: Client, workflow_id: str) -> list[str]:
+    history = await client.get_workflow_handle(workflow_id).fetch_history()
+    found = []
+    for event in history.events:
+        if event.event_type == EventType.EVENT_TYPE_ACTIVITY_TASK_SCHEDULED:
+            found.append(json.loads(event.user_metadata.summary.data))
+    return found
+
+
+async def test_the_ui_link_finds_the_story_and_reads_like_it(
+        stack: Stack, first_scene: tuple[SceneResult, str]) -> None:
+    first, _ = first_scene
+    second = await stack.storyloom("scene", SECOND, "--story", first.story_id, "--parent",
+                                   first.node_id, "--json")
+    assert second.returncode == 0, second.stderr
+    second_result = SceneResult.model_validate_json(second.stdout)
+
+    link = await stack.storyloom("ui", first.story_id)
+    assert link.returncode == 0, link.stderr
+    query = parse_qs(urlsplit(link.stdout.strip()).query)["query"][0]
+    wanted = {first.workflow_id, second_result.workflow_id}
+
+    async def listed() -> bool:
+        found = {wf.id async for wf in stack.client.list_workflows(query)}
+        return wanted <= found
+
+    await wait_until(listed, timeout=15, interval=0.2, what=f"workflows of {query}")
+
+    summaries = await _summaries(stack.client, second_result.workflow_id)
+    assert any(s.startswith("write scene 2: The fox shows the keeper") for s in summaries)
+    assert any(re.fullmatch(r"render scene 2 \(scene(_with_reference)?, seed \d+\)", s)
+               for s in summaries), summaries
+    desc = await stack.client.get_workflow_handle(second_result.workflow_id).describe()
+    assert (await desc.static_summary() or "").startswith("Scene: The fox shows")
+    details = await desc.static_details() or ""
+    assert "**model**: llama3.2" in details and "**template**: scene" in details
+    assert f"**story**: {first.story_id}" in details
+
+
+async def test_failure_is_one_paragraph_and_the_traceback_is_in_the_log(stack: Stack) -> None:
+    run = await stack.storyloom("scene", FIRST, "--model", "no-such-model")
+
+    assert run.returncode == 1
+    message = [ln for ln in run.stderr.splitlines()  # not the start line, not progress
+               if ln.strip() and "started" not in ln and not re.match(r"^\s*\d+\.\ds · ", ln)]
+    assert len(message) == 1, run.stderr
+    assert "no-such-model" in message[0] and "Traceback" not in run.stderr
+    log = (stack.data_dir / "logs" / "cli.log").read_text()
+    assert "Traceback" in log and "no-such-model" in log
+
+
+def _samples(page: str, name: str) -> dict[str, float]:
+    out = {}
+    for line in page.splitlines():
+        if line.startswith(name):
+            key, _, value = line.rpartition(" ")
+            out[key] = float(value)
+    return out
+
+
+async def test_metrics_count_scenes_images_and_time_every_step(
+        stack: Stack, first_scene: tuple[SceneResult, str]) -> None:
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        reply = await http.get(stack.metrics_url)
+    assert reply.status_code == 200 and reply.headers["content-type"].startswith("text/plain")
+    page = reply.text
+
+    scenes = _samples(page, "storyloom_scenes_total")
+    assert sum(v for k, v in scenes.items() if 'outcome="completed"' in k) >= 1, scenes
+    images = _samples(page, "storyloom_images_total")
+    assert images.get('storyloom_images_total{outcome="done"}', 0) >= 1, images
+    steps = _samples(page, "storyloom_step_duration_seconds_count")
+    for step in ("load_context", "write_scene", "save_node", "render", "attach_image"):
+        assert steps.get(
+            f'storyloom_step_duration_seconds_count{{outcome="ok",step="{step}"}}', 0) >= 1, steps
+    assert re.search(r"^temporal_\w+", page, re.MULTILINE), "no Temporal SDK metric on the page"

@@ -1,0 +1,170 @@
+"""`storyloom export`: the storybook a reader opens, the Markdown a note-taker keeps, `ui` links."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import pytest_asyncio
+
+from activities.store.db import Store, open_store, upgrade
+from starter.book import load_book
+from starter.export_html import CSP, write_html
+from starter.export_markdown import render_markdown
+from tests.fixtures.storybook import HOSTILE, StoryIds, make_story
+
+CLI = [sys.executable, "-m", "starter.cli"]
+
+
+@dataclass
+class Page(HTMLParser):
+    """What a browser would build: the tags with their attributes, and the visible text."""
+
+    tags: list[tuple[str, dict[str, str | None]]] = field(default_factory=list)
+    text: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_data(self, data: str) -> None:
+        self.text.append(data)
+
+    def all(self, tag: str) -> list[dict[str, str | None]]:
+        return [a for t, a in self.tags if t == tag]
+
+
+def parse(html: str) -> Page:
+    page = Page()
+    page.feed(html)
+    return page
+
+
+@dataclass
+class Library:
+    data_dir: Path
+    store: Store
+    ids: StoryIds
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def library(tmp_path: Path) -> AsyncIterator[Library]:
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    url = f"sqlite+aiosqlite:///{data_dir / 'storyloom.db'}"
+    await upgrade(url)
+    store = await open_store(url)
+    try:
+        yield Library(data_dir, store, await make_story(store, data_dir / "media"))
+    finally:
+        await store.close()
+
+
+def storyloom(lib: Library, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STORYLOOM_DATA_DIR": str(lib.data_dir), "STORYLOOM_LOG_JSON": "1",
+           "STORYLOOM_TEMPORAL_ADDRESS": "127.0.0.1:7233", "STORYLOOM_TEMPORAL_UI_PORT": "8233"}
+    env.pop("STORYLOOM_DATABASE_URL", None)
+    return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60,
+                          check=False)
+
+
+async def test_hostile_scene_text_renders_as_text_not_markup(library: Library,
+                                                           tmp_path: Path) -> None:
+    page_file = write_html(await load_book(library.store, library.ids.story), tmp_path / "book")
+    html = page_file.read_text()
+    page = parse(html)
+
+    assert not page.all("script"), "an LLM's <script> became a real element"
+    visible = "".join(page.text)
+    assert HOSTILE in visible  # the reader sees exactly what the model wrote
+    assert "Ember's <i>Trick</i>" in visible and not page.all("i")
+    for _, attrs in page.tags:
+        assert not any(name.startswith("on") for name in attrs), attrs
+    images = page.all("img")
+    assert images and all((a["src"] or "").startswith("images/") for a in images)
+    assert "x" not in {a["src"] for a in images}
+    assert [a["content"] for a in page.all("meta") if a.get("http-equiv")] == [CSP]
+
+
+async def test_storybook_copies_every_picture_and_links_the_branches(library: Library,
+                                                                     tmp_path: Path) -> None:
+    out = tmp_path / "book"
+    page = parse(write_html(await load_book(library.store, library.ids.story), out).read_text())
+
+    sources = {a["src"] for a in page.all("img")}
+    # two scene pictures; the root's picture is also both characters' reference (deduplicated)
+    assert len(sources) == 2
+    originals = {p.read_bytes() for p in (library.data_dir / "media").glob("*.png")}
+    assert {(out / str(src)).read_bytes() for src in sources} == originals
+    ids = {a["id"] for _, a in page.tags if a.get("id")}
+    hrefs = {a["href"] for a in page.all("a")}
+    for node in (library.ids.root, library.ids.hostile, library.ids.calm):
+        assert f"scene-{node}" in ids and f"#scene-{node}" in hrefs
+    assert all(h is not None and h.startswith("#") and h[1:] in ids for h in hrefs)
+    visible = "".join(page.text)
+    assert "Choose a branch:" in visible and "ComfyUI node KSampler failed" in visible
+    assert "Ember <b>" in visible and 'red fox "with" a scar' in visible
+
+
+async def test_path_export_keeps_only_the_chosen_branch(library: Library, tmp_path: Path) -> None:
+    book = await load_book(library.store, library.ids.story, library.ids.calm)
+    page = parse(write_html(book, tmp_path / "path").read_text())
+
+    sections = [a["id"] for t, a in page.tags if t == "section" and a.get("class") == "scene"]
+    assert sections == [f"scene-{library.ids.root}", f"scene-{library.ids.calm}"]
+    assert "The fox said" not in "".join(page.text)
+
+
+async def test_markdown_cannot_smuggle_html(library: Library, tmp_path: Path) -> None:
+    text = render_markdown(await load_book(library.store, library.ids.story), tmp_path / "md")
+
+    assert "<script>" not in text and "<img" not in text
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in text
+    assert text.count("](<images/") == 4  # two scene pictures, two character references
+    assert (tmp_path / "md" / "images").is_dir()
+
+
+async def test_export_command_writes_book_and_markdown(library: Library, tmp_path: Path) -> None:
+    out = tmp_path / "cli-book"
+    run = storyloom(library, "export", library.ids.story, "--html", str(out), "--markdown")
+
+    assert run.returncode == 0, run.stderr
+    assert "Calm Sea" in run.stdout and run.stdout.startswith("# ")  # Markdown on stdout
+    assert (out / "index.html").is_file() and len(list((out / "images").iterdir())) == 2
+    assert "storybook:" in run.stderr
+
+    notes = tmp_path / "notes" / "story.md"
+    run = storyloom(library, "export", library.ids.story, "--markdown", str(notes),
+                    "--path", library.ids.hostile)
+    assert run.returncode == 0, run.stderr
+    assert "The fox said" in notes.read_text() and "Calm Sea" not in notes.read_text()
+
+
+async def test_export_of_unknown_story_is_one_paragraph(library: Library, tmp_path: Path) -> None:
+    run = storyloom(library, "export", "s_nope", "--html", str(tmp_path / "x"))
+
+    assert run.returncode == 2
+    assert "s_nope" in run.stderr and "storyloom list" in run.stderr
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("story", ["s_0123abcd4567", "my story"])
+def test_ui_prints_the_list_filtered_to_the_story(tmp_path: Path, story: str) -> None:
+    lib = Library(tmp_path, None, None)  # type: ignore[arg-type]  # `ui` reads no database
+    run = storyloom(lib, "ui", story)
+
+    assert run.returncode == 0, run.stderr
+    url = urlsplit(run.stdout.strip())
+    assert (url.scheme, url.netloc) == ("http", "127.0.0.1:8233")
+    assert url.path == "/namespaces/default/workflows"
+    assert " " not in run.stdout.strip() and '"' not in run.stdout
+    assert parse_qs(url.query) == {"query": [f'StoryId="{story}"']}
