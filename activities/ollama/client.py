@@ -155,15 +155,11 @@ class OllamaClient:
                 timer.status = resp.status_code
                 if resp.status_code >= 400:
                     await self._raise_for(resp.status_code, await resp.aread(), site)
-                lines = resp.aiter_lines()
-                while True:
-                    async with asyncio.timeout(self.timeouts.idle):
-                        line = await anext(lines, None)
-                    if line is None:
-                        raise TruncatedStream(
-                            "the stream ended without its final line", service=SERVICE,
-                            where=site.where, hint="Ollama or a proxy cut the answer; retried",
-                        )
+                # The headers came within ``first_byte`` (a cold load); from now on every socket
+                # read waits at most ``idle``, the gap between chunks. httpcore reads this
+                # per-request timeout when the body starts, so no timer runs per line.
+                resp.request.extensions["timeout"]["read"] = self.timeouts.idle
+                async for line in resp.aiter_lines():
                     if not line.strip():
                         continue  # Ollama never sends blank lines, a proxy might
                     chunk = self._chunk(line, site)
@@ -172,6 +168,10 @@ class OllamaClient:
                     yield chunk
                     if chunk.done:
                         return
+                raise TruncatedStream(
+                    "the stream ended without its final line", service=SERVICE,
+                    where=site.where, hint="Ollama or a proxy cut the answer; retried",
+                )
 
     def _chunk(self, line: str, site: CallSite) -> GenerateChunk:
         try:

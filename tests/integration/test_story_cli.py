@@ -149,6 +149,10 @@ async def test_user_takes_control_of_a_character(services: Services, tmp_path: P
     look = "a lanky woman with a silver braid and a sea-green oilskin"
     described = await services.storyloom("character", "describe", sid, "Mira", look)
     assert described.returncode == 0, described.stderr
+    # Whether the emulator's prose names Tobin depends on the seed (a fresh workflow id), so the
+    # user defines him first: `describe` creates a character the scenes have not named yet.
+    defined = await services.storyloom("character", "describe", sid, "Tobin", "a boy in a red cap")
+    assert defined.returncode == 0, defined.stderr
     picture = tmp_path / "tobin.png"
     picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"tobin" * 20)
     set_image = await services.storyloom("character", "set-image", sid, "Tobin", str(picture))
