@@ -7,9 +7,8 @@ from typing import TYPE_CHECKING
 from starter.settings import Settings
 
 if TYPE_CHECKING:
-    from activities.ollama.client import OllamaClient
-
     from activities.comfyui.client import ComfyClient
+    from activities.ollama.client import OllamaClient
 
 __all__ = ["comfy_client", "ollama_client"]
 

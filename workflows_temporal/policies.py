@@ -82,21 +82,26 @@ def _retry(attempts: int, initial_s: float = 1.0, max_s: float = 30.0) -> RetryP
 # Ollama sends nothing until the first token, and a cold load can take minutes: write_scene's
 # start-to-close covers a cold load plus generation; its heartbeat timeout is short because the
 # activity heartbeats on a timer while it waits, not only per token.
+# Outside services get a budget of minutes, not attempts: a flaky Ollama or ComfyUI (503s, broken
+# streams, a restart) is ridden out. 10 attempts at 2 s doubling to 60 s retry for about 5 min;
+# the chaos test showed that 4 attempts are used up by four short fault windows in 15 s.
+_SERVICE_RETRY = _retry(10, 2.0, 60.0)
+
 STEPS: dict[str, StepPolicy] = {
     "load_context": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
     "write_scene": StepPolicy(
-        LLM_QUEUE, timedelta(minutes=15), _retry(6, 2.0, 60.0), heartbeat=timedelta(seconds=10)
+        LLM_QUEUE, timedelta(minutes=15), _SERVICE_RETRY, heartbeat=timedelta(seconds=10)
     ),
     "save_node": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
     "extract_cast": StepPolicy(
-        LLM_QUEUE, timedelta(minutes=10), _retry(4, 2.0, 60.0), heartbeat=timedelta(seconds=10)
+        LLM_QUEUE, timedelta(minutes=10), _SERVICE_RETRY, heartbeat=timedelta(seconds=10)
     ),
     "upsert_characters": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
     "free_llm_vram": StepPolicy(LLM_QUEUE, timedelta(seconds=60), _retry(3)),
     "render": StepPolicy(
         IMAGE_QUEUE,
         timedelta(minutes=30),
-        _retry(6, 2.0, 60.0),
+        _SERVICE_RETRY,
         heartbeat=timedelta(seconds=10),
         schedule_to_close=timedelta(hours=2),
     ),

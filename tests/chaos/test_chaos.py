@@ -189,7 +189,8 @@ async def test_chaos_nothing_lost_no_gpu_job_twice(tmp_path: Path) -> None:
     by_wid: dict[str, list[dict[str, Any]]] = {}
     for row in rows:
         by_wid.setdefault(row["workflow_id"], []).append(row)
-    lost_scenes = [r.workflow_id for r in results if r.image_status != "done"]
+    lost_scenes = [f"{r.workflow_id}: image {r.image_status.value}: {r.image_error}"
+                   for r in results if r.image_status != "done"]
     executed: dict[str, int] = stats["executed_by_prompt"]
     duplicates, lost_by_comfy = 0, 0
     for wid in ids:

@@ -26,7 +26,7 @@ def _compose(*args: str) -> str:
         pytest.skip(message)
     done = subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT,
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
     )
     assert done.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout
