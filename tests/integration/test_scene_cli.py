@@ -3,40 +3,21 @@ sockets, driven through the CLI the way a user runs it."""
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
-import os
-import signal
 import sqlite3
-import subprocess
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import pytest_asyncio
-from temporalio.api.enums.v1 import EventType, TaskQueueType
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from starter.devserver import DevServer, start_dev_server
-from tests.fixtures.common import free_port, wait_until
-from tests.fixtures.processes import CLI
-from tests.fixtures.processes import alive as _alive
-from tests.fixtures.processes import answers as _answers
-from tests.fixtures.processes import polled as _polled
-from tests.fixtures.processes import spawn as _spawn
-from tests.fixtures.processes import stop as _wait
+from tests.fixtures.processes import Services, start_services
 from workflows_temporal.contracts import SceneResult
-from workflows_temporal.policies import (
-    DB_QUEUE,
-    IMAGE_QUEUE,
-    LLM_QUEUE,
-    SCENE_WORKFLOW_QUEUE,
-)
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
@@ -45,85 +26,18 @@ STEPS = ["load_context", "write_scene", "save_node", "extract_cast", "upsert_cha
          "render", "attach_image"]
 
 
-@dataclass
-class Stack:
-    """The running services, their URLs, and the environment a CLI process needs."""
-
-    server: DevServer
-    client: Client
-    data_dir: Path
-    ollama_url: str
-    comfy_url: str
-    env: dict[str, str]
-    procs: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-
-    @property
-    def db_file(self) -> Path:
-        return self.data_dir / "storyloom.db"
-
-    async def storyloom(self, *args: str, timeout: float = 45.0) -> subprocess.CompletedProcess[str]:
-        return await asyncio.to_thread(
-            subprocess.run, [*CLI, *args], env=self.env, capture_output=True, text=True,
-            timeout=timeout,
-        )
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
-async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    root = tmp_path_factory.mktemp("scene-cli")
-    data_dir = root / "data"
-    (data_dir / "logs").mkdir(parents=True)
-    server = await start_dev_server(root / "temporal", address=f"127.0.0.1:{free_port()}",
-                                    headless=True)
-    ollama_port, comfy_port = free_port(), free_port()
-    env = {
-        **os.environ,
-        "STORYLOOM_DATA_DIR": str(data_dir),
-        "STORYLOOM_TEMPORAL_ADDRESS": server.address,
-        "STORYLOOM_TEMPORAL_NAMESPACE": "default",
-        "STORYLOOM_OLLAMA_URL": f"http://127.0.0.1:{ollama_port}",
-        "STORYLOOM_COMFYUI_URL": f"http://127.0.0.1:{comfy_port}",
-        "STORYLOOM_LOG_JSON": "1",
-    }
-    env.pop("OLLAMA_HOST", None)
-    env.pop("TEMPORAL_ADDRESS", None)
-    logs = data_dir / "logs"
-    procs = {
-        "ollama": _spawn(["emulate", "ollama", "--port", str(ollama_port), "--time-scale",
-                          "0.02"], env, logs / "t-ollama.out"),
-        "comfyui": _spawn(["emulate", "comfyui", "--comfy-port", str(comfy_port), "--root",
-                           str(root / "comfy"), "--time-scale", "0.02"], env,
-                          logs / "t-comfyui.out"),
-        "worker": _spawn(["worker", "--role", "all"], env, logs / "t-worker.out"),
-    }
-    client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-    stack = Stack(server, client, data_dir, env["STORYLOOM_OLLAMA_URL"],
-                  env["STORYLOOM_COMFYUI_URL"], env, procs)
-
-    async def ready() -> bool:
-        for name, proc in procs.items():
-            _alive(proc, logs / f"t-{name}.out")
-        checks = [await _answers(stack.ollama_url + "/api/version"),
-                  await _answers(stack.comfy_url + "/system_stats"),
-                  await _polled(client, SCENE_WORKFLOW_QUEUE,
-                                TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)]
-        for queue in (LLM_QUEUE, DB_QUEUE, IMAGE_QUEUE):
-            checks.append(await _polled(client, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
-        return all(checks)
-
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Services]:
+    """Dev server, both emulators and one worker as processes (tests/fixtures/processes.py)."""
+    services = await start_services(tmp_path_factory.mktemp("scene-cli"))
     try:
-        await wait_until(ready, timeout=30.0, interval=0.1, what="emulators and worker")
-        yield stack
+        yield services
     finally:
-        for proc in procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        worker_code = await asyncio.to_thread(_wait, procs["worker"])
-        for proc in procs.values():
-            await asyncio.to_thread(_wait, proc)
-        server.stop()
+        codes = await services.close()
     # A worker stopped by SIGTERM drains and exits cleanly (not 134: notes §6).
-    assert worker_code == 0, (logs / "t-worker.out").read_text()[-3000:]
+    worker_codes = {name: code for name, code in codes.items() if name.startswith("worker-")}
+    assert worker_codes and all(code == 0 for code in worker_codes.values()), (
+        worker_codes, services.log_of(next(iter(worker_codes))).read_text()[-3000:])
 
 
 def _node_row(db_file: Path, node_id: str) -> dict[str, Any]:
@@ -167,7 +81,7 @@ def _generations(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
             and (r["body"].get("prompt") or r["body"].get("messages"))]
 
 
-async def test_scene_is_written_saved_illustrated_and_traced(stack: Stack) -> None:
+async def test_scene_is_written_saved_illustrated_and_traced(stack: Services) -> None:
     llm_before = await _llm_requests(stack.ollama_url)
     comfy_before = await _stats(stack.comfy_url)
 
@@ -203,7 +117,7 @@ async def test_scene_is_written_saved_illustrated_and_traced(stack: Stack) -> No
     assert comfy_after["submitted"] - comfy_before["submitted"] == 1
 
 
-async def test_failed_render_is_a_state_not_a_failed_scene(stack: Stack) -> None:
+async def test_failed_render_is_a_state_not_a_failed_scene(stack: Services) -> None:
     async with httpx.AsyncClient(timeout=5.0) as http:
         (await http.post(stack.comfy_url + "/_emulator/faults",
                          json={"error_at_node": "KSampler"})).raise_for_status()
@@ -222,7 +136,7 @@ async def test_failed_render_is_a_state_not_a_failed_scene(stack: Stack) -> None
     assert row["image_path"] is None
 
 
-async def test_no_illustrate_skips_the_image(stack: Stack) -> None:
+async def test_no_illustrate_skips_the_image(stack: Services) -> None:
     comfy_before = await _stats(stack.comfy_url)
     run = await stack.storyloom("scene", DIRECTION, "--no-illustrate", "--json")
 
