@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Literal, TextIO
@@ -111,23 +112,23 @@ def render_line(snap: Snapshot) -> str:
     return " · ".join(parts)
 
 
-async def follow(
-    client: Client,
+async def show_progress(
     handle: WorkflowHandle[Any, Any],
+    next_line: Callable[[float], Awaitable[str | None]],
     *,
     mode: Mode,
     interval: float = 0.5,
     out: TextIO | None = None,
     console: Any = None,
-) -> SceneResult:
-    """Show progress until the workflow closes; returns its SceneResult or raises its failure
-    (``WorkflowFailureError``), as ``handle.result()`` does. ``console``: the rich Console of
-    rich mode (default: one on ``out``)."""
+) -> Any:
+    """Draw ``next_line(started)`` until the workflow closes; return its raw result or raise its
+    failure (``WorkflowFailureError``), as ``handle.result()`` does. Rich mode redraws one live
+    line; plain mode prints a line when what it says changes; quiet mode draws nothing."""
     out = out or sys.stderr
     started = time.monotonic()
     result_task = asyncio.create_task(handle.result())
     if mode == "quiet":
-        return SceneResult.model_validate(await result_task)
+        return await result_task
     live: Any = None
     if mode == "rich":
         from rich.console import Console
@@ -141,16 +142,35 @@ async def follow(
     try:
         while not result_task.done():
             with contextlib.suppress(Exception):
-                line = render_line(await snapshot(client, handle, started))
-                if live is not None:
+                line = await next_line(started)
+                if line and live is not None:
                     live.update(Text(line))
-                elif line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
+                elif line and line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
                     print(line, file=out, flush=True)
-                last = line
+                last = line or last
             await asyncio.wait([result_task], timeout=interval)
     finally:
         if live is not None:
             live.stop()
         if not result_task.done():
             result_task.cancel()
-    return SceneResult.model_validate(result_task.result())
+    return result_task.result()
+
+
+async def follow(
+    client: Client,
+    handle: WorkflowHandle[Any, Any],
+    *,
+    mode: Mode,
+    interval: float = 0.5,
+    out: TextIO | None = None,
+    console: Any = None,
+) -> SceneResult:
+    """Show a scene's progress until it closes; its SceneResult, or its failure raised.
+    ``console``: the rich Console of rich mode (default: one on ``out``)."""
+
+    async def line(started: float) -> str:
+        return render_line(await snapshot(client, handle, started))
+
+    return SceneResult.model_validate(await show_progress(
+        handle, line, mode=mode, interval=interval, out=out, console=console))

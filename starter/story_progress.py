@@ -3,21 +3,18 @@ illustrated meanwhile, when scenes are pipelined). Rich on a terminal, plain lin
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import sys
 import time
 from datetime import timedelta
 from typing import Any, TextIO
 
 from temporalio.client import Client, WorkflowHandle
 
-from starter.progress import render_line, snapshot
+from starter.progress import Mode, render_line, show_progress, snapshot
 from workflows_temporal.contracts import StoryResult
 
 __all__ = ["follow_story", "story_line"]
 
-from starter.progress import Mode  # one definition of the display modes
 
 _RPC_TIMEOUT = timedelta(seconds=2)
 
@@ -58,34 +55,9 @@ async def follow_story(client: Client, handle: WorkflowHandle[Any, Any], *, mode
                        interval: float = 0.5, out: TextIO | None = None) -> StoryResult:
     """Show progress until the story closes; returns its StoryResult or raises its failure
     (``WorkflowFailureError``) as ``handle.result()`` does."""
-    out = out or sys.stderr
-    started = time.monotonic()
-    result_task = asyncio.create_task(handle.result())
-    if mode == "quiet":
-        return StoryResult.model_validate(await result_task)
-    live: Any = None
-    if mode == "rich":
-        from rich.console import Console
-        from rich.live import Live
-        from rich.text import Text
 
-        live = Live(Text("starting…"), console=Console(file=out), transient=True,
-                    refresh_per_second=8)
-        live.start()
-    last = ""
-    try:
-        while not result_task.done():
-            with contextlib.suppress(Exception):
-                line = await _line(client, handle, started)
-                if line and live is not None:
-                    live.update(Text(line))
-                elif line and line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
-                    print(line, file=out, flush=True)
-                last = line or last
-            await asyncio.wait([result_task], timeout=interval)
-    finally:
-        if live is not None:
-            live.stop()
-        if not result_task.done():
-            result_task.cancel()
-    return StoryResult.model_validate(result_task.result())
+    async def line(started: float) -> str | None:
+        return await _line(client, handle, started)
+
+    return StoryResult.model_validate(await show_progress(
+        handle, line, mode=mode, interval=interval, out=out))
