@@ -10,11 +10,9 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import os
 import re
-import signal
+import socket
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,21 +23,17 @@ import httpx
 import pytest
 import pytest_asyncio
 from rich.console import Console
-from temporalio.api.enums.v1 import EventType, TaskQueueType
-from temporalio.api.taskqueue.v1 import TaskQueue
-from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
-from starter.devserver import start_dev_server
 from starter.progress import follow
 from tests.fixtures.common import free_port, wait_until
+from tests.fixtures.processes import CLI, Services, answers, start_services
 from workflows_temporal.contracts import SceneRequest, SceneResult
-from workflows_temporal.policies import DB_QUEUE, IMAGE_QUEUE, LLM_QUEUE, SCENE_WORKFLOW_QUEUE
+from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
 
-CLI = [sys.executable, "-m", "starter.cli"]
 FIRST = "A lighthouse keeper finds a talking fox"
 SECOND = "The fox shows the keeper a drowned lantern"
 # At time scale 0.02: 50 tokens x 0.03 s and 20 sampler steps x 0.08 s, under 2 s each.
@@ -49,22 +43,28 @@ SLOW_COMFY = {"step_delay": 4.0}
 
 @dataclass
 class Stack:
-    client: Client
-    data_dir: Path
-    env: dict[str, str]
-    ollama_url: str
-    comfy_url: str
+    """The shared process stack (tests/fixtures/processes.py) plus this module's extras: the
+    worker's metrics URL, and CLI runs with a 100-column terminal."""
+
+    services: Services
     metrics_url: str
+
+    @property
+    def client(self) -> Client:
+        return self.services.client
+
+    @property
+    def data_dir(self) -> Path:
+        return self.services.data_dir
 
     async def storyloom(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
         return await asyncio.to_thread(
-            subprocess.run, [*CLI, *args], env={**self.env, **env}, capture_output=True,
-            text=True, timeout=60, check=False)
+            subprocess.run, [*CLI, *args], env={**self.services.env, **env},
+            capture_output=True, text=True, timeout=60, check=False)
 
     async def faults(self, llm: dict[str, Any], comfy: dict[str, Any]) -> None:
-        async with httpx.AsyncClient(timeout=5.0) as http:
-            (await http.post(self.ollama_url + "/_emulator/faults", json=llm)).raise_for_status()
-            (await http.post(self.comfy_url + "/_emulator/faults", json=comfy)).raise_for_status()
+        await self.services.emulator_post(self.services.ollama_url, llm)
+        await self.services.emulator_post(self.services.comfy_url, comfy)
 
 
 def _metrics_port() -> int:
@@ -72,8 +72,6 @@ def _metrics_port() -> int:
     for _ in range(50):
         port = free_port()
         try:
-            import socket
-
             with socket.socket() as s:
                 s.bind(("127.0.0.1", port + 1))
             return port
@@ -82,77 +80,19 @@ def _metrics_port() -> int:
     raise AssertionError("no two consecutive free ports")
 
 
-async def _answers(url: str) -> bool:
-    try:
-        async with httpx.AsyncClient(timeout=1.0) as http:
-            return (await http.get(url)).status_code == 200
-    except httpx.HTTPError:
-        return False
-
-
-async def _polled(client: Client, queue: str, kind: TaskQueueType.ValueType) -> bool:
-    reply = await client.workflow_service.describe_task_queue(DescribeTaskQueueRequest(
-        namespace=client.namespace, task_queue=TaskQueue(name=queue), task_queue_type=kind))
-    return len(reply.pollers) > 0
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
 async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stack]:
-    root = tmp_path_factory.mktemp("user-view")
-    data_dir = root / "data"
-    logs = data_dir / "logs"
-    logs.mkdir(parents=True)
-    server = await start_dev_server(root / "temporal", address=f"127.0.0.1:{free_port()}",
-                                    headless=True)
-    ollama_port, comfy_port, metrics_port = free_port(), free_port(), _metrics_port()
-    env = {**os.environ, "STORYLOOM_DATA_DIR": str(data_dir),
-           "STORYLOOM_TEMPORAL_ADDRESS": server.address, "STORYLOOM_TEMPORAL_NAMESPACE": "default",
-           "STORYLOOM_OLLAMA_URL": f"http://127.0.0.1:{ollama_port}",
-           "STORYLOOM_COMFYUI_URL": f"http://127.0.0.1:{comfy_port}", "STORYLOOM_LOG_JSON": "1",
-           "COLUMNS": "100"}
-    for name in ("OLLAMA_HOST", "TEMPORAL_ADDRESS", "STORYLOOM_METRICS_PORT",
-                 "STORYLOOM_DATABASE_URL"):
-        env.pop(name, None)
-
-    def spawn(args: list[str], name: str, **extra: str) -> subprocess.Popen[bytes]:
-        with open(logs / f"t-{name}.out", "wb") as out:
-            return subprocess.Popen([*CLI, *args], env={**env, **extra}, stdout=out,
-                                    stderr=subprocess.STDOUT)
-
-    procs = [
-        spawn(["emulate", "ollama", "--port", str(ollama_port), "--time-scale", "0.02"], "ollama"),
-        spawn(["emulate", "comfyui", "--comfy-port", str(comfy_port), "--root",
-               str(root / "comfy"), "--time-scale", "0.02"], "comfyui"),
-        spawn(["worker", "--role", "all"], "worker", STORYLOOM_METRICS_PORT=str(metrics_port)),
-    ]
-    client = await Client.connect(server.address, data_converter=pydantic_data_converter)
-    stack = Stack(client, data_dir, env, env["STORYLOOM_OLLAMA_URL"],
-                  env["STORYLOOM_COMFYUI_URL"], f"http://127.0.0.1:{metrics_port}/metrics")
-
-    async def ready() -> bool:
-        for proc in procs:
-            assert proc.poll() is None, f"{proc.args} exited: see {logs}"
-        checks = [await _answers(stack.ollama_url + "/api/version"),
-                  await _answers(stack.comfy_url + "/system_stats"),
-                  await _answers(stack.metrics_url),
-                  await _polled(client, SCENE_WORKFLOW_QUEUE,
-                                TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW)]
-        for queue in (LLM_QUEUE, DB_QUEUE, IMAGE_QUEUE):
-            checks.append(await _polled(client, queue, TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY))
-        return all(checks)
-
+    metrics_port = _metrics_port()
+    services = await start_services(
+        tmp_path_factory.mktemp("user-view"),
+        extra_env={"COLUMNS": "100", "STORYLOOM_METRICS_PORT": str(metrics_port)})
+    stack = Stack(services, f"http://127.0.0.1:{metrics_port}/metrics")
     try:
-        await wait_until(ready, timeout=30.0, interval=0.1, what="emulators and worker")
+        await wait_until(lambda: answers(stack.metrics_url), timeout=30.0,
+                         what="the worker's metrics endpoint")
         yield stack
     finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                await asyncio.to_thread(proc.wait, 15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-        server.stop()
+        await services.close()
 
 
 @pytest_asyncio.fixture(scope="module", loop_scope="session")
