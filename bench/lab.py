@@ -224,8 +224,13 @@ async def _start() -> Lab:
     for name in ("OLLAMA_HOST", "TEMPORAL_ADDRESS", "TEMPORAL_NAMESPACE",
                  "STORYLOOM_DATABASE_URL"):
         env.pop(name, None)
+    # SQLite in the lab's data dir unless a run asks for another database on purpose, e.g.
+    # STORYLOOM_BENCH_DATABASE_URL=postgresql+asyncpg://postgres@127.0.0.1:5432/bench
+    database_url = os.environ.get("STORYLOOM_BENCH_DATABASE_URL", "")
+    if database_url:
+        env["STORYLOOM_DATABASE_URL"] = database_url
     fields: dict[str, Any] = {  # by alias: these fields also read TEMPORAL_ADDRESS/OLLAMA_HOST
-        "data_dir": data_dir, "database_url": "", "comfyui_url": comfy.url,
+        "data_dir": data_dir, "database_url": database_url, "comfyui_url": comfy.url,
         "STORYLOOM_TEMPORAL_ADDRESS": server.address, "STORYLOOM_TEMPORAL_NAMESPACE": "default",
         "STORYLOOM_OLLAMA_URL": ollama.url,
     }
