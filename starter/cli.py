@@ -99,9 +99,16 @@ def emulate(
     comfy_port: Annotated[int | None, typer.Option(help="ComfyUI emulator port")] = None,
     time_scale: Annotated[float, typer.Option(help="Multiply every emulated delay")] = 1.0,
     root: Annotated[Path | None, typer.Option(help="ComfyUI emulator root dir")] = None,
+    gpus: Annotated[int, typer.Option(
+        min=1, max=16, help="Emulated GPUs: one ComfyUI each, on consecutive ports")] = 1,
+    shared_gpu: Annotated[bool, typer.Option(
+        help="Ollama shares GPU 0 with ComfyUI: a render beside a loaded LLM runs out of "
+             "memory (needs `all`)")] = False,
+    checkpoint_load_delay: Annotated[float, typer.Option(
+        min=0.0, help="Seconds a cold ComfyUI checkpoint takes to load (× time scale)")] = 0.0,
 ) -> None:
     """Run the emulated Ollama and/or ComfyUI in the foreground (Ctrl-C stops)."""
-    from starter.emulate import port_of, run_foreground
+    from starter.emulate import GpuLayout, port_of, run_foreground
 
     if which not in ("ollama", "comfyui", "all"):
         raise CliFailure(f"unknown emulator {which!r}: choose ollama, comfyui or all", EXIT_USAGE)
@@ -111,7 +118,8 @@ def emulate(
          ollama_port=port or port_of(settings.ollama_url, 11434),
          comfy_port=comfy_port or (port if which == "comfyui" and port else
                                    port_of(settings.comfyui_url, 8188)),
-         time_scale=time_scale, root_dir=root or settings.data_dir / "comfyui")
+         time_scale=time_scale, root_dir=root or settings.data_dir / "comfyui",
+         layout=GpuLayout(gpus, shared_gpu, checkpoint_load_delay))
 
 
 @app.command()

@@ -18,7 +18,7 @@ import httpx
 from starter.outcome import EXIT_USAGE, CliFailure
 from starter.ports import port_in_use
 
-__all__ = ["EmulatorProcess", "port_of", "run_foreground", "spawn_emulator"]
+__all__ = ["EmulatorProcess", "GpuLayout", "port_of", "run_foreground", "spawn_emulator"]
 
 READY_PATH = {"ollama": "/api/version", "comfyui": "/system_stats"}
 
@@ -39,6 +39,21 @@ def _check_free(kind: str, host: str, port: int) -> None:
         )
 
 
+@dataclass(frozen=True)
+class GpuLayout:
+    """Emulated GPUs for `storyloom emulate`: ``gpus`` ComfyUI emulators (one per GPU, on
+    consecutive ports), and whether the Ollama emulator shares GPU 0 with the first of them
+    (``shared``: then a render beside a resident LLM fails with CUDA out of memory)."""
+
+    gpus: int = 1
+    shared: bool = False
+    checkpoint_load_delay: float = 0.0  # seconds (× time scale) to load a cold checkpoint
+
+    def comfy_root(self, root_dir: Path, index: int) -> Path:
+        """GPU 0 keeps ``root_dir``; GPU i uses ``root_dir`` with ``-gpu<i>`` appended."""
+        return root_dir if index == 0 else root_dir.with_name(f"{root_dir.name}-gpu{index}")
+
+
 async def run_foreground(
     kinds: list[str],
     *,
@@ -47,29 +62,46 @@ async def run_foreground(
     comfy_port: int,
     time_scale: float,
     root_dir: Path,
+    layout: GpuLayout | None = None,
 ) -> None:
     """Serve the emulators until Ctrl-C or SIGTERM; prints each URL when it listens."""
-    for kind in kinds:
-        _check_free(kind, host, ollama_port if kind == "ollama" else comfy_port)
+    from emulators.gpu import EmulatedGpu
+
+    layout = layout or GpuLayout()
+    if layout.shared and kinds != ["ollama", "comfyui"]:
+        raise CliFailure("--shared-gpu links the Ollama and ComfyUI emulators of one process: "
+                         "use `storyloom emulate all --shared-gpu`.", EXIT_USAGE)
+    listeners = [("ollama", ollama_port, "")] if "ollama" in kinds else []
+    if "comfyui" in kinds:
+        listeners += [("comfyui", comfy_port + i, f" (gpu{i})" if layout.gpus > 1 else "")
+                      for i in range(layout.gpus)]
+    for kind, port, _ in listeners:
+        _check_free(kind, host, port)
+    card = EmulatedGpu("gpu0") if layout.shared else None
     servers = []
     if "ollama" in kinds:
         from emulators.ollama import serve as serve_ollama
 
-        servers.append(serve_ollama(host, ollama_port, time_scale=time_scale))
+        servers.append(serve_ollama(host, ollama_port, time_scale=time_scale, gpu=card))
     if "comfyui" in kinds:
         from emulators.comfyui import serve as serve_comfy
 
-        root_dir.mkdir(parents=True, exist_ok=True)
-        servers.append(serve_comfy(host, comfy_port, root_dir=root_dir, time_scale=time_scale))
+        faults = ({"checkpoint_load_delay": layout.checkpoint_load_delay}
+                  if layout.checkpoint_load_delay else None)
+        for i in range(layout.gpus):
+            root = layout.comfy_root(root_dir, i)
+            root.mkdir(parents=True, exist_ok=True)
+            servers.append(serve_comfy(host, comfy_port + i, root_dir=root, time_scale=time_scale,
+                                       faults=faults,
+                                       gpu=card if i == 0 and card else EmulatedGpu(f"gpu{i}")))
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     tasks = [asyncio.create_task(s) for s in servers]
-    for kind in kinds:
-        port = ollama_port if kind == "ollama" else comfy_port
+    for kind, port, label in listeners:
         await _wait_ready(kind, f"http://{host}:{port}", deadline_s=15.0, tasks=tasks)
-        print(f"EMULATED {kind} listening on http://{host}:{port}", flush=True)
+        print(f"EMULATED {kind} listening on http://{host}:{port}{label}", flush=True)
     stopper = asyncio.create_task(stop.wait())
     await asyncio.wait([stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
     for task in tasks:

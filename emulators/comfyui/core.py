@@ -14,6 +14,7 @@ from emulators.comfyui.catalog import object_info
 from emulators.comfyui.faults import Faults
 from emulators.comfyui.hub import Hub
 from emulators.comfyui.ledger import Ledger
+from emulators.gpu import BusyClock, EmulatedGpu
 
 __all__ = ["CORE", "Core"]
 
@@ -23,7 +24,9 @@ logger = logging.getLogger(__name__)
 class Core:
     """Everything one emulated ComfyUI process holds in memory (lost on restart) plus its folders."""
 
-    def __init__(self, root: Path, time_scale: float, faults: Faults) -> None:
+    def __init__(
+        self, root: Path, time_scale: float, faults: Faults, gpu: EmulatedGpu | None = None
+    ) -> None:
         self.root = root
         for sub in ("input", "output", "temp"):
             (root / sub).mkdir(parents=True, exist_ok=True)
@@ -46,10 +49,24 @@ class Core:
             "sampler_steps": 0,
             "restarts": 0,
             "ws_drops": 0,
+            "checkpoint_loads": 0,
+            "checkpoint_load_s": 0.0,
+            "oom_errors": 0,
         }
+        # the emulated card (emulators/comfyui/vram.py): what is resident, when it was busy
+        self.gpu = gpu if gpu is not None else EmulatedGpu()
+        self.gpu.attach_renderer(lambda: self.ledger.running is not None)
+        self.clock = BusyClock()  # wall seconds running prompts
+        self.resident_checkpoint: str | None = None
+        self.free_flags: dict[str, bool] | None = None  # a /free waiting for the running prompt
 
     def node_info(self) -> dict[str, Any]:
         return object_info(self.root / "input")
+
+    def stats_snapshot(self) -> dict[str, Any]:
+        """``stats`` plus busy_s, the resident checkpoint and the card (``/_emulator/stats``)."""
+        return {**self.stats, "busy_s": round(self.clock.seconds, 4),
+                "resident_checkpoint": self.resident_checkpoint, "gpu": self.gpu.snapshot()}
 
     def status_data(self) -> dict[str, Any]:
         return {"status": {"exec_info": {"queue_remaining": self.ledger.remaining}}}
@@ -86,6 +103,8 @@ class Core:
         self.cache.clear()
         self.interrupt_requested = False
         self.current_node = None
+        self.resident_checkpoint = None  # a dead process holds no VRAM
+        self.free_flags = None
         self.wake = asyncio.Event()
         self.stats["restarts"] += 1
         self.start_worker()

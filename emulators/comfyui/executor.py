@@ -11,6 +11,7 @@ from emulators.comfyui.core import Core
 from emulators.comfyui.ledger import Finished, QueueItem, now_ms
 from emulators.comfyui.nodes import Interrupted, NodeContext, NodeFailure, run_node
 from emulators.comfyui.plan import CycleError, plan_nodes, signatures
+from emulators.comfyui.vram import apply_free, check_memory, prepare_gpu_node
 
 __all__ = ["worker_loop"]
 
@@ -29,11 +30,13 @@ async def worker_loop(core: Core) -> None:
             continue
         await core.broadcast_status()
         try:
-            await _Run(core, item).execute()
+            with core.clock.busy(), core.gpu.clock.busy():
+                await _Run(core, item).execute()
         except Exception:  # an emulator bug must not stop the queue
             logger.exception("comfyui emulator failed running %s", item.prompt_id)
             if core.ledger.running is item:
                 core.ledger.running = None
+        apply_free(core)  # a /free that arrived while the prompt ran
 
 
 @dataclass
@@ -187,6 +190,7 @@ class _Run:
                 raise NodeFailure(
                     "RuntimeError", f"emulated fault: {class_type} failed (error_at_node)"
                 )
+            await prepare_gpu_node(core, class_type, inputs)
             if class_type != "KSampler" and core.faults.node_delay > 0:
                 await asyncio.sleep(core.faults.node_delay * core.time_scale)
             ctx = NodeContext(
@@ -202,7 +206,9 @@ class _Run:
         except (Interrupted, asyncio.CancelledError):
             raise
         except NodeFailure as exc:
-            raise _NodeError(node_id, class_type, exc.exception_type, exc.message, inputs) from exc
+            raise _NodeError(
+                node_id, class_type, exc.exception_type, exc.message, inputs, exc.traceback
+            ) from exc
         except Exception as exc:  # any node crash is a runtime execution_error
             raise _NodeError(node_id, class_type, type(exc).__name__, str(exc), inputs) from exc
         self.values[node_id] = outputs
@@ -223,6 +229,7 @@ class _Run:
 
     async def _step(self, node_id: str, value: int, maximum: int) -> None:
         core = self.core
+        check_memory(core, self.item.graph[node_id]["class_type"])  # an LLM loaded mid-render
         core.stats["sampler_steps"] += 1
         self.states[node_id].update(value=float(value), max=float(maximum))
         await self.emit(
@@ -258,7 +265,7 @@ class _Run:
             "executed": list(self.executed),
             "exception_message": f"{exc.message}\n",
             "exception_type": exc.exception_type,
-            "traceback": list(_FAKE_TRACEBACK),
+            "traceback": list(exc.traceback or _FAKE_TRACEBACK),
             "current_inputs": current,
             # the server sends every node id of the run (its output cache's key set)
             "current_outputs": list(reversed(self.order)),
@@ -274,7 +281,9 @@ class _NodeError(Exception):
         exception_type: str,
         message: str,
         inputs: dict[str, Any],
+        traceback: list[str] | None = None,
     ) -> None:
         super().__init__(message)
         self.node_id, self.class_type = node_id, class_type
         self.exception_type, self.message, self.inputs = exception_type, message, inputs
+        self.traceback = traceback

@@ -22,6 +22,8 @@ class Faults:
     node (× time_scale). ws_drop_after_steps: abort every socket after N sampler steps of a prompt,
     once per prompt. suppress_ws_completion: no terminal frame and no trailing `executing null`.
     error_at_node: class name whose nodes raise RuntimeError when they execute.
+    checkpoint_load_delay: seconds (× time_scale) to move a checkpoint into VRAM when a sampler or
+    VAE node needs one that is not resident (first use, after `/free`, after an out-of-memory).
     """
 
     step_delay: float = DEFAULT_STEP_DELAY
@@ -29,9 +31,10 @@ class Faults:
     ws_drop_after_steps: int | None = None
     suppress_ws_completion: bool = False
     error_at_node: str | None = None
+    checkpoint_load_delay: float = 0.0
 
 
-_NUMBERS = ("step_delay", "node_delay")
+_NUMBERS = ("step_delay", "node_delay", "checkpoint_load_delay")
 KNOWN = frozenset(
     {*_NUMBERS, "ws_drop_after_steps", "suppress_ws_completion", "error_at_node", "restart"}
 )

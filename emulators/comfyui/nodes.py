@@ -32,10 +32,13 @@ UiOutput = dict[str, Any] | None
 class NodeFailure(Exception):
     """A runtime node error as the server reports it (`exception_type`, `exception_message`)."""
 
-    def __init__(self, exception_type: str, message: str) -> None:
+    def __init__(
+        self, exception_type: str, message: str, traceback: list[str] | None = None
+    ) -> None:
         super().__init__(message)
         self.exception_type = exception_type
         self.message = message
+        self.traceback = traceback  # None: the executor's generic one
 
 
 class Interrupted(Exception):

@@ -128,7 +128,7 @@ async def post_faults(request: web.Request) -> web.Response:
 
 
 async def get_stats(request: web.Request) -> web.Response:
-    return web.json_response(request.app[CORE].stats)
+    return web.json_response(request.app[CORE].stats_snapshot())
 
 
 def misc_routes() -> list[tuple[str, str, Any]]:

@@ -10,6 +10,7 @@ from aiohttp import web
 from emulators.comfyui.core import CORE
 from emulators.comfyui.ledger import now_ms
 from emulators.comfyui.validation import envelope, validate_prompt
+from emulators.comfyui.vram import request_free
 
 __all__ = ["empty_ok", "is_canonical_uuid", "queue_routes", "server_error"]
 
@@ -163,9 +164,10 @@ async def post_interrupt(request: web.Request) -> web.Response:
 
 async def post_free(request: web.Request) -> web.Response:
     try:
-        await request.json()
+        body = await request.json()
     except ValueError:
         return server_error()
+    request_free(request.app[CORE], body)
     return empty_ok()
 
 

@@ -16,6 +16,7 @@ from emulators.comfyui.routes_files import file_routes
 from emulators.comfyui.routes_jobs import jobs_routes
 from emulators.comfyui.routes_misc import control_routes, misc_routes
 from emulators.comfyui.routes_queue import queue_routes
+from emulators.gpu import EmulatedGpu
 
 __all__ = ["ComfyEmulator", "serve"]
 
@@ -43,13 +44,21 @@ class ComfyEmulator:
     `{"restart": true}` also restarts). `restart()` behaves like kill -9 plus a fresh start: sockets
     abort (1006), queue/history/jobs/cache are lost, `number` restarts at 0, files stay. `stats`
     is a snapshot that survives restarts. Must be used from the event loop that started it.
+    `gpu`: the emulated card, shared with an Ollama emulator given the same object (then a sampler
+    or VAE node fails with CUDA out of memory while that Ollama holds a model; see vram.py).
     """
 
     def __init__(
-        self, root_dir: Path, *, time_scale: float = 1.0, faults: dict[str, Any] | None = None
+        self,
+        root_dir: Path,
+        *,
+        time_scale: float = 1.0,
+        faults: dict[str, Any] | None = None,
+        gpu: EmulatedGpu | None = None,
     ) -> None:
         self.root_dir = Path(root_dir)
         self.time_scale = time_scale
+        self.gpu = gpu
         initial, _ = parse_faults(faults or {})
         self._initial_faults: Faults = initial
         self._core: Core | None = None
@@ -65,12 +74,12 @@ class ComfyEmulator:
     @property
     def core(self) -> Core:
         if self._core is None:
-            self._core = Core(self.root_dir, self.time_scale, self._initial_faults)
+            self._core = Core(self.root_dir, self.time_scale, self._initial_faults, self.gpu)
         return self._core
 
     @property
     def stats(self) -> dict[str, Any]:
-        return copy.deepcopy(self.core.stats)
+        return copy.deepcopy(self.core.stats_snapshot())
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
         core = self.core
@@ -111,9 +120,10 @@ async def serve(
     root_dir: Path,
     time_scale: float = 1.0,
     faults: dict[str, Any] | None = None,
+    gpu: EmulatedGpu | None = None,
 ) -> None:
-    """Run an emulator until cancelled."""
-    emulator = ComfyEmulator(root_dir, time_scale=time_scale, faults=faults)
+    """Run an emulator until cancelled (on the shared card ``gpu`` if given)."""
+    emulator = ComfyEmulator(root_dir, time_scale=time_scale, faults=faults, gpu=gpu)
     url = await emulator.start(host, port)
     logger.info("ComfyUI emulator ready at %s", url)
     try:

@@ -10,6 +10,7 @@ from typing import Any, Self
 
 from aiohttp import web
 
+from emulators.gpu import EmulatedGpu
 from emulators.ollama import meta, wire
 from emulators.ollama.catalogue import DEFAULT_MODELS, ModelSpec
 from emulators.ollama.generation import handle_generation
@@ -49,18 +50,29 @@ class OllamaEmulator:
         models: list[ModelSpec] | None = None,
         time_scale: float = 1.0,
         faults: dict[str, Any] | None = None,
+        gpu: EmulatedGpu | None = None,
     ) -> None:
         specs = {s.full_name: s for s in (models if models is not None else DEFAULT_MODELS)}
         fault_dict = parse_faults(faults or {})
         self.time_scale = time_scale
-        self.core = Core(ModelState(specs, fault_dict, time_scale), fault_dict, time_scale)
+        state = ModelState(specs, fault_dict, time_scale, gpu=gpu)
+        if gpu is not None:
+            gpu.attach_llm(state.resident)
+        self.core = Core(state, fault_dict, time_scale)
         self.url = ""
         self._check_host = True
         self._runner: web.AppRunner | None = None
 
     @property
-    def stats(self) -> dict[str, int]:
-        return {"requests": 0, "generations": 0, "loads": self.core.models.loads,
+    def stats(self) -> dict[str, Any]:
+        """Counters: requests, generations, loads (model switches), unloads, load_s and busy_s
+        (wall seconds loading / holding a model's slot), vram_conflicts, and ``gpu`` (the shared
+        card's name and busy_s, or None when this emulator has a GPU of its own)."""
+        models = self.core.models
+        return {"requests": 0, "generations": 0, "unloads": 0, "loads": models.loads,
+                "load_s": round(models.load_s, 4), "busy_s": round(models.clock.seconds, 4),
+                "vram_conflicts": models.vram_conflicts,
+                "gpu": models.gpu.snapshot() if models.gpu is not None else None,
                 **self.core.stats}
 
     @property
@@ -161,10 +173,11 @@ def _is_loopback(host: str) -> bool:
 
 
 async def serve(
-    host: str, port: int, *, time_scale: float = 1.0, faults: dict[str, Any] | None = None
+    host: str, port: int, *, time_scale: float = 1.0, faults: dict[str, Any] | None = None,
+    gpu: EmulatedGpu | None = None,
 ) -> None:
-    """Run an emulator on host:port until cancelled."""
-    emulator = OllamaEmulator(time_scale=time_scale, faults=faults)
+    """Run an emulator on host:port until cancelled (on the shared card ``gpu`` if given)."""
+    emulator = OllamaEmulator(time_scale=time_scale, faults=faults, gpu=gpu)
     await emulator.start(host, port)
     try:
         await asyncio.Event().wait()

@@ -9,6 +9,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from emulators.gpu import BusyClock, EmulatedGpu
 from emulators.ollama.catalogue import ModelSpec, normalise_name
 
 __all__ = [
@@ -136,9 +137,36 @@ class Loaded:
     keep_alive: float
 
 
+class _Slot:
+    """A model's parallel slot (``OLLAMA_NUM_PARALLEL`` 1); holding it counts as busy time."""
+
+    def __init__(self, state: ModelState) -> None:
+        self._sem = asyncio.Semaphore(1)
+        self._state = state
+
+    async def __aenter__(self) -> None:
+        await self._sem.acquire()
+        self._state.clock.enter()
+        if self._state.gpu is not None:
+            self._state.gpu.clock.enter()
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._state.clock.leave()
+        if self._state.gpu is not None:
+            self._state.gpu.clock.leave()
+        self._sem.release()
+
+
 @dataclass
 class ModelState:
-    """Installed and loaded models. One load at a time; a cancelled load leaves the model cold."""
+    """Installed and loaded models. One load at a time; a cancelled load leaves the model cold.
+
+    With ``gpu`` (``emulate all --shared-gpu``) the models live on an emulated card that a
+    ComfyUI emulator shares: a load that starts while it renders is counted in
+    ``vram_conflicts`` and still happens (real Ollama fits what it can beside other processes'
+    memory; the protocol reference says nothing of refusing), and ``resident()`` tells the
+    ComfyUI emulator that a model holds memory.
+    """
 
     specs: dict[str, ModelSpec]
     faults: dict[str, Any]
@@ -146,8 +174,17 @@ class ModelState:
     loaded: dict[str, Loaded] = field(default_factory=dict)
     loads: int = 0
     waiting: int = 0  # requests queued on a model load (see ``admit``)
+    gpu: EmulatedGpu | None = None
+    clock: BusyClock = field(default_factory=BusyClock)  # loading or generating, wall seconds
+    load_s: float = 0.0  # wall seconds spent in completed loads
+    vram_conflicts: int = 0  # loads started while the shared GPU's ComfyUI was rendering
+    loading: set[str] = field(default_factory=set)
     _load_lock: asyncio.Lock | None = None
-    _slots: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _slots: dict[str, _Slot] = field(default_factory=dict)
+
+    def resident(self) -> bool:
+        """A model holds GPU memory: loaded (listed in /api/ps, even while unloading) or loading."""
+        return bool(self.loading) or bool(self.running())
 
     def lookup(self, name: str) -> ModelSpec | None:
         missing = {normalise_name(m) for m in self.faults.get("missing_models", [])}
@@ -157,8 +194,10 @@ class ModelState:
     def installed(self) -> list[ModelSpec]:
         return [s for s in self.specs.values() if self.lookup(s.name) is not None]
 
-    def slot(self, spec: ModelSpec) -> asyncio.Semaphore:
-        return self._slots.setdefault(spec.full_name, asyncio.Semaphore(1))
+    def slot(self, spec: ModelSpec) -> _Slot:
+        if spec.full_name not in self._slots:
+            self._slots[spec.full_name] = _Slot(self)
+        return self._slots[spec.full_name]
 
     def admit(self, spec: ModelSpec) -> bool | None:
         """Enter the scheduler's queue if ``spec`` must be loaded first (warm models bypass it).
@@ -194,7 +233,15 @@ class ModelState:
             async with self._load_lock:
                 self.loaded.pop(spec.full_name, None)
                 delay = spec.load_s + float(self.faults.get("load_delay", 0.0))
-                await asyncio.sleep(delay * self.time_scale)  # a cancel here leaves it cold
+                if self.gpu is not None and self.gpu.rendering():
+                    self.vram_conflicts += 1
+                self.loading.add(spec.full_name)
+                began = time.monotonic()
+                try:
+                    await asyncio.sleep(delay * self.time_scale)  # a cancel here leaves it cold
+                finally:
+                    self.loading.discard(spec.full_name)
+                self.load_s += time.monotonic() - began
                 self.loads += 1
                 current = Loaded(spec, num_ctx, time.time(), DEFAULT_KEEP_ALIVE_S)
                 self.loaded[spec.full_name] = current
