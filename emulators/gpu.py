@@ -8,6 +8,11 @@ in ``/api/ps`` while it unloads), the ComfyUI emulator whether it runs a prompt,
 about the other before it touches the card. There is no such link between real servers: it
 exists only to make contention visible in tests and benchmarks.
 
+When the two emulators run in different processes, ``link_llm_url`` makes the ComfyUI side ask
+the Ollama emulator's ``GET /api/ps`` instead (a model that is still loading is not listed there
+yet, so that link sees a little less than the in-process one; the Ollama side then counts no
+conflicts, having no way to see the renders).
+
 ``BusyClock`` measures busy time as the union of overlapping busy spans (wall seconds).
 """
 
@@ -17,6 +22,8 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
+
+import aiohttp
 
 __all__ = ["BusyClock", "EmulatedGpu"]
 
@@ -65,21 +72,38 @@ class EmulatedGpu:
         self.name = name
         self.clock = BusyClock()
         self._llm: Callable[[], bool] | None = None
+        self._llm_url: str | None = None
         self._renderer: Callable[[], bool] | None = None
 
     def attach_llm(self, resident: Callable[[], bool]) -> None:
         self._llm = resident
+
+    def link_llm_url(self, ollama_url: str) -> None:
+        """Share the card with the Ollama emulator at ``ollama_url`` (another process)."""
+        self._llm_url = ollama_url.rstrip("/")
 
     def attach_renderer(self, rendering: Callable[[], bool]) -> None:
         self._renderer = rendering
 
     @property
     def shared_with_llm(self) -> bool:
-        return self._llm is not None
+        return self._llm is not None or self._llm_url is not None
 
-    def llm_resident(self) -> bool:
-        """True while the linked Ollama holds a model on this card (False when none is linked)."""
-        return self._llm is not None and self._llm()
+    async def llm_resident(self) -> bool:
+        """True while the linked Ollama holds a model on this card (False when none is linked;
+        an Ollama that does not answer holds nothing: a dead process frees its memory)."""
+        if self._llm is not None:
+            return self._llm()
+        if self._llm_url is None:
+            return False
+        try:
+            timeout = aiohttp.ClientTimeout(total=5)
+            async with (aiohttp.ClientSession(timeout=timeout) as http,
+                        http.get(self._llm_url + "/api/ps") as reply):
+                body = await reply.json(content_type=None)
+        except (aiohttp.ClientError, TimeoutError, ValueError):
+            return False
+        return bool(isinstance(body, dict) and body.get("models"))
 
     def rendering(self) -> bool:
         """True while the linked ComfyUI runs a prompt (False when none is linked)."""

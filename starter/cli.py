@@ -104,6 +104,9 @@ def emulate(
     shared_gpu: Annotated[bool, typer.Option(
         help="Ollama shares GPU 0 with ComfyUI: a render beside a loaded LLM runs out of "
              "memory (needs `all`)")] = False,
+    shared_gpu_with: Annotated[str | None, typer.Option(
+        help="Ollama emulator URL whose GPU the ComfyUI emulator shares (another process; "
+             "with `comfyui`)")] = None,
     checkpoint_load_delay: Annotated[float, typer.Option(
         min=0.0, help="Seconds a cold ComfyUI checkpoint takes to load (× time scale)")] = 0.0,
 ) -> None:
@@ -119,7 +122,7 @@ def emulate(
          comfy_port=comfy_port or (port if which == "comfyui" and port else
                                    port_of(settings.comfyui_url, 8188)),
          time_scale=time_scale, root_dir=root or settings.data_dir / "comfyui",
-         layout=GpuLayout(gpus, shared_gpu, checkpoint_load_delay))
+         layout=GpuLayout(gpus, shared_gpu, shared_gpu_with, checkpoint_load_delay))
 
 
 @app.command()

@@ -43,10 +43,12 @@ def _check_free(kind: str, host: str, port: int) -> None:
 class GpuLayout:
     """Emulated GPUs for `storyloom emulate`: ``gpus`` ComfyUI emulators (one per GPU, on
     consecutive ports), and whether the Ollama emulator shares GPU 0 with the first of them
-    (``shared``: then a render beside a resident LLM fails with CUDA out of memory)."""
+    (``shared``: then a render beside a resident LLM fails with CUDA out of memory), or with
+    the Ollama emulator of another process at ``shared_with`` (asked through its /api/ps)."""
 
     gpus: int = 1
     shared: bool = False
+    shared_with: str | None = None
     checkpoint_load_delay: float = 0.0  # seconds (× time scale) to load a cold checkpoint
 
     def comfy_root(self, root_dir: Path, index: int) -> Path:
@@ -70,14 +72,20 @@ async def run_foreground(
     layout = layout or GpuLayout()
     if layout.shared and kinds != ["ollama", "comfyui"]:
         raise CliFailure("--shared-gpu links the Ollama and ComfyUI emulators of one process: "
-                         "use `storyloom emulate all --shared-gpu`.", EXIT_USAGE)
+                         "use `storyloom emulate all --shared-gpu`, or `storyloom emulate "
+                         "comfyui --shared-gpu-with OLLAMA_URL`.", EXIT_USAGE)
+    if layout.shared_with and kinds != ["comfyui"]:
+        raise CliFailure("--shared-gpu-with links a ComfyUI emulator to an Ollama emulator in "
+                         "another process: use it with `storyloom emulate comfyui`.", EXIT_USAGE)
     listeners = [("ollama", ollama_port, "")] if "ollama" in kinds else []
     if "comfyui" in kinds:
         listeners += [("comfyui", comfy_port + i, f" (gpu{i})" if layout.gpus > 1 else "")
                       for i in range(layout.gpus)]
     for kind, port, _ in listeners:
         _check_free(kind, host, port)
-    card = EmulatedGpu("gpu0") if layout.shared else None
+    card = EmulatedGpu("gpu0") if layout.shared or layout.shared_with else None
+    if card is not None and layout.shared_with:
+        card.link_llm_url(layout.shared_with)
     servers = []
     if "ollama" in kinds:
         from emulators.ollama import serve as serve_ollama

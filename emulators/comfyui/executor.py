@@ -229,7 +229,7 @@ class _Run:
 
     async def _step(self, node_id: str, value: int, maximum: int) -> None:
         core = self.core
-        check_memory(core, self.item.graph[node_id]["class_type"])  # an LLM loaded mid-render
+        await check_memory(core, self.item.graph[node_id]["class_type"])  # an LLM loaded mid-render
         core.stats["sampler_steps"] += 1
         self.states[node_id].update(value=float(value), max=float(maximum))
         await self.emit(

@@ -49,9 +49,9 @@ def _oom_message(class_type: str) -> str:
     )
 
 
-def check_memory(core: Core, class_type: str) -> None:
+async def check_memory(core: Core, class_type: str) -> None:
     """Raise the OOM NodeFailure if the card's LLM holds memory; the checkpoint is then dropped."""
-    if not core.gpu.llm_resident():
+    if not await core.gpu.llm_resident():
         return
     core.stats["oom_errors"] += 1
     core.resident_checkpoint = None  # the server unloads every model after an OOM
@@ -62,7 +62,7 @@ async def prepare_gpu_node(core: Core, class_type: str, inputs: dict[str, Any]) 
     """Before a sampler/VAE node: fail if the card is full, else load its checkpoint if cold."""
     if class_type not in GPU_NODES:
         return
-    check_memory(core, class_type)
+    await check_memory(core, class_type)
     model = inputs.get("model") or inputs.get("vae")
     ckpt = model.ckpt if isinstance(model, Model) else None
     if ckpt is None or core.resident_checkpoint == ckpt:
@@ -75,7 +75,7 @@ async def prepare_gpu_node(core: Core, class_type: str, inputs: dict[str, Any]) 
     core.stats["checkpoint_load_s"] = round(
         core.stats["checkpoint_load_s"] + time.monotonic() - began, 4)
     core.resident_checkpoint = ckpt
-    check_memory(core, class_type)  # the LLM may have loaded meanwhile
+    await check_memory(core, class_type)  # the LLM may have loaded meanwhile
 
 
 def request_free(core: Core, body: Any) -> None:

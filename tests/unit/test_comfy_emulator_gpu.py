@@ -173,3 +173,25 @@ async def test_separate_gpus_render_beside_a_resident_llm(tmp_path: Path) -> Non
         await ollama.stop()
     assert any(f["type"] == "execution_success" for f in frames)
     assert comfy.stats["oom_errors"] == 0 and comfy.stats["gpu"]["shared_with_llm"] is False
+
+
+async def test_comfy_linked_by_url_asks_ollamas_ps_before_it_renders(tmp_path: Path) -> None:
+    ollama = OllamaEmulator(time_scale=SCALE)  # as if in another process: only its URL is known
+    await ollama.start()
+    gpu = EmulatedGpu("gpu0")
+    gpu.link_llm_url(ollama.url)
+    comfy = ComfyEmulator(tmp_path / "comfy", time_scale=SCALE, gpu=gpu)
+    await comfy.start()
+    try:
+        await generate(ollama)
+        beside, _ = await render(comfy, seed=1)
+        await generate(ollama, prompt="", keep_alive=0)
+        await wait_until(lambda: not ollama.core.models.running(), what="model unloaded")
+        alone, _ = await render(comfy, seed=2)
+    finally:
+        await comfy.stop()
+        await ollama.stop()
+    error = next(f["data"] for f in beside if f["type"] == "execution_error")
+    assert error["exception_type"] == "torch.cuda.OutOfMemoryError"
+    assert any(f["type"] == "execution_success" for f in alone)
+    assert comfy.stats["oom_errors"] == 1 and comfy.stats["gpu"]["shared_with_llm"] is True
