@@ -17,7 +17,7 @@ from activities.errors import StoreError
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
 from starter.scene_command import result_line, ui_link
-from starter.settings import Settings
+from starter.settings import Settings, image_settings
 from starter.temporal_client import TemporalUnreachable, connect
 from workflows_temporal.contracts import ImageStatus, RetryImageRequest, SceneResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
@@ -66,6 +66,7 @@ async def run_retry_image(
     request = RetryImageRequest(
         node_id=node_id, template=template or settings.template, model=settings.text_model,
         gpu_sharing=settings.gpu_sharing, gpu=settings.gpu, attempt=retries + 1,
+        **image_settings(settings),
     )
     workflow_id = retry_workflow_id(node_id, request.attempt)
     try:

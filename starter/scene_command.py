@@ -20,7 +20,7 @@ from activities.store.ids import story_id_for
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_cause, root_message
 from starter.progress import Mode, follow
-from starter.settings import Settings
+from starter.settings import Settings, image_settings
 from starter.temporal_client import TemporalUnreachable, connect
 from workflows_temporal.contracts import ImageStatus, SceneRequest, SceneResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
@@ -39,6 +39,7 @@ def build_request(settings: Settings, direction: str, **options: Any) -> SceneRe
     options.setdefault("gpu", settings.gpu)  # which GPU's image queue renders it
     options.setdefault("embed_model", settings.embed_model or None)  # story memory (issue 6)
     options.setdefault("context_budget_tokens", settings.context_budget_tokens)
+    options.update({k: v for k, v in image_settings(settings).items() if k not in options})
     try:
         return SceneRequest(direction=direction, **options)
     except ValueError as exc:

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows_temporal.contracts import GpuSharing
 
-__all__ = ["Settings", "load_settings", "normalize_ollama_url"]
+__all__ = ["Settings", "image_settings", "load_settings", "normalize_ollama_url"]
 
 
 def normalize_ollama_url(value: str) -> str:
@@ -100,3 +100,11 @@ class Settings(BaseSettings):
 
 def load_settings(**overrides: object) -> Settings:
     return Settings(**overrides)  # type: ignore[arg-type]
+
+
+def image_settings(settings: Settings) -> dict[str, object]:
+    """The image settings a starter puts into a Scene/Story/RetryImage request (they travel with
+    the request, so a running story keeps them): ``checkpoint`` (None: the template's default),
+    ``image_width`` and ``image_height`` in pixels."""
+    return {"checkpoint": settings.checkpoint or None, "image_width": settings.image_width,
+            "image_height": settings.image_height}

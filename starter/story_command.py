@@ -22,7 +22,7 @@ from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_message
 from starter.progress import Mode
 from starter.scene_command import ui_link
-from starter.settings import Settings
+from starter.settings import Settings, image_settings
 from starter.story_progress import follow_story
 from starter.temporal_client import TemporalUnreachable, connect
 from workflows_temporal.contracts import ImageStatus, StoryRequest, StoryResult
@@ -57,7 +57,8 @@ def build_story_request(settings: Settings, premise: str, scenes: int, *, illust
             directions=directions, illustrate=illustrate, model=settings.text_model,
             template=settings.template, gpu_sharing=settings.gpu_sharing,
             embed_model=settings.embed_model or None,
-            context_budget_tokens=settings.context_budget_tokens, **extra,
+            context_budget_tokens=settings.context_budget_tokens,
+            **{**image_settings(settings), **extra},
         )
     except ValueError as exc:
         raise CliFailure(f"The story request is invalid: {exc}", EXIT_USAGE) from exc

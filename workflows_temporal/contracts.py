@@ -83,6 +83,11 @@ class SceneRequest(BaseModel):
     # Signal the parent StoryWorkflow ``scene_saved`` right after save_node (pipelining).
     notify_parent: bool = False
     gpu: str = ""  # which GPU renders: the image task queue policies.image_queue(gpu)
+    # Image settings (STORYLOOM_CHECKPOINT / _IMAGE_WIDTH / _IMAGE_HEIGHT), chosen by the
+    # starter and carried in the request so a running story keeps them; None: template default.
+    checkpoint: str | None = None
+    image_width: int | None = Field(default=None, ge=1)
+    image_height: int | None = Field(default=None, ge=1)
 
 
 class StepTimings(BaseModel):
@@ -243,8 +248,8 @@ class RenderInput(BaseModel):
     positive: str
     negative: str = ""
     seed: int
-    width: int = 512
-    height: int = 512
+    width: int | None = None  # pixels; None: the template's default
+    height: int | None = None
     reference_image: str | None = None  # local path; uploaded to ComfyUI before submit
     checkpoint: str | None = None  # None: the template's default
 
@@ -253,7 +258,8 @@ class RenderProgress(BaseModel):
     """Heartbeat details of render: which job, where it is."""
 
     prompt_id: str
-    state: str = "submitted"  # starting | submitted | queued | running | downloading
+    # starting | submitted | queued | running | downloading | cancelling
+    state: str = "submitted"
     queue_position: int | None = None
     node: str | None = None
     step: int = 0
@@ -296,6 +302,10 @@ class RetryImageRequest(BaseModel):
     gpu_sharing: GpuSharing = GpuSharing.SHARED
     gpu: str = ""
     attempt: int = 1  # the n-th retry of this node: part of the workflow id, so a new prompt id
+    # Image settings used when the node recorded none (None: the template's default).
+    checkpoint: str | None = None
+    image_width: int | None = Field(default=None, ge=1)
+    image_height: int | None = Field(default=None, ge=1)
 
 
 class ImageParams(BaseModel):
@@ -311,6 +321,10 @@ class ImageParams(BaseModel):
     template: str | None = None
     seed: int | None = None
     prompt: str | None = None
+    # The image settings the node was rendered with, when the store recorded them.
+    checkpoint: str | None = None
+    image_width: int | None = None
+    image_height: int | None = None
 
 
 # ---- story memory (issue 6): embed_texts (llm), store_embedding + recall_memories (db) -----
@@ -383,6 +397,10 @@ class StoryRequest(BaseModel):
     context_budget_tokens: int = Field(default=1500, ge=1)
     scenes: list[SceneResult] = Field(default_factory=list)  # carried across continue-as-new
     elapsed_s: float = 0.0  # makespan of earlier runs (continue-as-new)
+    # Image settings for every scene of the story (see SceneRequest); None: template default.
+    checkpoint: str | None = None
+    image_width: int | None = Field(default=None, ge=1)
+    image_height: int | None = Field(default=None, ge=1)
 
 
 class StoryResult(BaseModel):

@@ -15,6 +15,7 @@ __all__ = [
     "IMAGE_QUEUE",
     "LLM_QUEUE",
     "NON_RETRYABLE_TYPES",
+    "RENDER_CANCEL_CONFIRM",
     "ROLES",
     "SCENE_WORKFLOW_QUEUE",
     "STEPS",
@@ -86,6 +87,11 @@ def _retry(attempts: int, initial_s: float = 1.0, max_s: float = 30.0) -> RetryP
 # streams, a restart) is ridden out. 10 attempts at 2 s doubling to 60 s retry for about 5 min;
 # the chaos test showed that 4 attempts are used up by four short fault windows in 15 s.
 _SERVICE_RETRY = _retry(10, 2.0, 60.0)
+
+# How long a cancelled render waits (heartbeating) for ComfyUI to confirm the interrupt. An
+# interrupt lands at the next node boundary (protocol §5), so it must outlast the slowest node
+# (a checkpoint load, a big VAE decode, an upscale), not only the heartbeat timeout.
+RENDER_CANCEL_CONFIRM = timedelta(minutes=5)
 
 STEPS: dict[str, StepPolicy] = {
     "load_context": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),

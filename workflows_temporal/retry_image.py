@@ -86,7 +86,10 @@ class RetryImageWorkflow:
             rendered = await run_step(
                 "render",
                 RenderInput(workflow_id=workflow.info().workflow_id, node_id=params.node_id,
-                            template=template, positive=prompt, seed=seed),
+                            template=template, positive=prompt, seed=seed,
+                            checkpoint=params.checkpoint or req.checkpoint,
+                            width=params.image_width or req.image_width,
+                            height=params.image_height or req.image_height),
                 f"render again: {template} seed {seed}",
                 RenderResult,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,

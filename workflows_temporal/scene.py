@@ -357,7 +357,14 @@ class SceneWorkflow:
         ComfyUI rejects it for good, render once more with the plain template and note why."""
         assert req.template is not None
         plain = RenderInput(
-            workflow_id=wid, node_id=node_id, template=req.template, positive=positive, seed=seed
+            workflow_id=wid,
+            node_id=node_id,
+            template=req.template,
+            positive=positive,
+            seed=seed,
+            checkpoint=req.checkpoint,
+            width=req.image_width,
+            height=req.image_height,
         )
         reference = pick_reference(looks)
         if reference is None:

@@ -217,6 +217,9 @@ class StoryWorkflow:
             embed_model=req.embed_model,
             context_budget_tokens=req.context_budget_tokens,
             notify_parent=notify,
+            checkpoint=req.checkpoint,
+            image_width=req.image_width,
+            image_height=req.image_height,
         )
         attributes = (
             TypedSearchAttributes([SearchAttributePair(STORY_ID, self._story_id)])

@@ -41,8 +41,11 @@ from activities.comfyui.models import JobState, ProgressEvent
 from activities.errors import JobLost, StoryloomError, to_application_error
 from activities.templates import WorkflowManager, template_error
 from workflows_temporal.contracts import RenderInput, RenderProgress, RenderResult
+from workflows_temporal.policies import RENDER_CANCEL_CONFIRM
 
-__all__ = ["STORYLOOM_NAMESPACE", "ImageActivities", "RenderLease", "render_prompt_id"]
+__all__ = [
+    "STORYLOOM_NAMESPACE", "ImageActivities", "RenderLease", "render_client_id", "render_prompt_id",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +57,17 @@ _PREFIX_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 def render_prompt_id(workflow_id: str, step: str) -> str:
     """The deterministic ComfyUI prompt id of one render step (canonical lowercase UUID)."""
     return str(uuid.uuid5(STORYLOOM_NAMESPACE, f"{workflow_id}/{step}"))
+
+
+def render_client_id(workflow_id: str, step: str) -> str:
+    """The WebSocket clientId of one render step, sent as the prompt's ``client_id``.
+
+    ComfyUI sends a prompt's execution frames only to the socket with that clientId, and a new
+    socket with the same id takes over from an old one (protocol §4.1, §4.4). Deriving it from
+    the step (not the worker) lets a later attempt, on any worker, re-attach and still receive
+    the sampler progress and the terminal frame. 32 hex digits, like ComfyUI's own ids.
+    """
+    return uuid.uuid5(STORYLOOM_NAMESPACE, f"{workflow_id}/{step}/ws").hex
 
 
 class RenderLease(Protocol):
@@ -152,7 +166,11 @@ class ImageActivities:
             except asyncio.CancelledError:
                 details = activity.cancellation_details()
                 if details is None or details.cancel_requested:
-                    await self._cancel(prompt_id)  # the user cancelled: stop this GPU job
+                    # The user cancelled: stop this GPU job. Confirming can take as long as the
+                    # node that is running (a checkpoint load, a VAE decode): keep heartbeating,
+                    # or the attempt would end as a heartbeat timeout instead of a cancel.
+                    async with _Heartbeat(prompt_id, self.heartbeat_every, "cancelling"):
+                        await self._cancel(prompt_id)
                 elif details.worker_shutdown:
                     # The job goes on in ComfyUI: fail this attempt now (retryable) so the next
                     # one, on another worker, re-attaches without waiting for the heartbeat.
@@ -182,7 +200,7 @@ class ImageActivities:
         if status.state is not JobState.COMPLETED:
             submit = status.state in (JobState.UNKNOWN, JobState.CANCELLED)
             graph = await self._prepare(inp) if submit else None
-            async with self.client.watch() as watcher:
+            async with self.client.watch(render_client_id(inp.workflow_id, inp.step)) as watcher:
                 if graph is not None:
                     await self._submit(inp, prompt_id, attempt, graph, beat)
                 while True:
@@ -234,7 +252,7 @@ class ImageActivities:
                 where=f"prompt {prompt_id}", hint="A newer attempt is rendering this step",
             )
         number = await self.client.queue_prompt(
-            graph, prompt_id,
+            graph, prompt_id, client_id=render_client_id(inp.workflow_id, inp.step),
             extra_data={"storyloom": {"workflow_id": inp.workflow_id, "node_id": inp.node_id,
                                       "step": inp.step, "attempt": attempt}},
         )
@@ -243,9 +261,12 @@ class ImageActivities:
         beat.send(state="submitted")
 
     async def _cancel(self, prompt_id: str) -> None:
-        """Cancel only this prompt; a failure to cancel must not hide the cancellation."""
+        """Cancel only this prompt and wait (up to policies.RENDER_CANCEL_CONFIRM) until ComfyUI
+        confirms it; a failure to cancel must not hide the cancellation."""
+        confirm = RENDER_CANCEL_CONFIRM.total_seconds()
         try:
-            cancelled = await asyncio.wait_for(self.client.cancel(prompt_id), 15.0)
+            cancelled = await asyncio.wait_for(
+                self.client.cancel(prompt_id, confirm_within=confirm), confirm + 30.0)
             logger.info("render cancelled: prompt %s cancelled=%s", prompt_id, cancelled)
         except (StoryloomError, TimeoutError) as exc:
             logger.warning("render cancelled: could not cancel prompt %s: %s", prompt_id, exc)

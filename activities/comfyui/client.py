@@ -19,8 +19,9 @@ import httpx
 from activities.comfyui import files
 from activities.comfyui.follow import Watcher
 from activities.comfyui.models import ComfyTimeouts, Downloaded, FileRef, JobState, JobStatus
+from activities.comfyui.refusal import validation_error
 from activities.comfyui.transport import SERVICE, ComfyHttp, parse_json
-from activities.errors import BadRequest, ComfyValidationError, OutputMissing
+from activities.errors import OutputMissing
 
 __all__ = ["ComfyClient"]
 
@@ -78,21 +79,27 @@ class ComfyClient:
     # ---- submit ----------------------------------------------------------------------------
 
     async def queue_prompt(
-        self, graph: dict[str, Any], prompt_id: str, *, extra_data: dict[str, Any] | None = None
+        self, graph: dict[str, Any], prompt_id: str, *, extra_data: dict[str, Any] | None = None,
+        client_id: str | None = None,
     ) -> int:
         """Queue ``graph`` under ``prompt_id`` (canonical lowercase UUID); returns the queue number.
 
-        Not idempotent: the server runs duplicates (§2.4), so look the id up first.
-        Raises ComfyValidationError (final) for any 400, listing node id, class, input, message.
+        ``client_id`` (default: this client's) is the WebSocket clientId that receives the
+        prompt's execution frames (§4.4). Not idempotent: the server runs duplicates (§2.4), so
+        look the id up first. Raises ComfyValidationError (final) for any 400, in 0.33's shape or
+        an older server's (refusal.py), listing node id, class, input and ComfyUI's message.
         """
-        body: dict[str, Any] = {"prompt": graph, "client_id": self.client_id, "prompt_id": prompt_id}
+        body: dict[str, Any] = {"prompt": graph, "client_id": client_id or self.client_id,
+                                "prompt_id": prompt_id}
         if extra_data:
             body["extra_data"] = extra_data
         response = await self.http.request("POST", "/prompt", json=body, accept=frozenset({400}))
         where = self.http.url("/prompt")
         if response.status_code == 400:
-            raise _validation_error(response, graph, where)
-        return int(parse_json(response, where).get("number", 0))
+            raise validation_error(response, graph, where)
+        answer = parse_json(response, where)
+        number = answer.get("number", 0) if isinstance(answer, dict) else 0
+        return int(number) if isinstance(number, int | float) else 0
 
     # ---- state -----------------------------------------------------------------------------
 
@@ -117,16 +124,22 @@ class ComfyClient:
 
     async def _from_job(self, job: dict[str, Any], prompt_id: str) -> JobStatus:
         state = _JOB_STATES.get(str(job.get("status")), JobState.UNKNOWN)
+        if state is JobState.UNKNOWN:  # a job without a status we know: ask history instead
+            return await self._from_history(prompt_id)
         position = await self._queue_position(prompt_id) if state is JobState.PENDING else None
+        outputs = job.get("outputs")
+        if state is JobState.COMPLETED and not isinstance(outputs, dict):
+            # A server whose job entry lacks the outputs: history has them.
+            return await self._from_history(prompt_id)
         return JobStatus(
-            state, queue_position=position, outputs=dict(job.get("outputs") or {}),
+            state, queue_position=position, outputs=dict(outputs or {}),
             error=job.get("execution_error") if state is JobState.FAILED else None,
         )
 
     async def _from_history(self, prompt_id: str) -> JobStatus:
         history = await self.http.get_json(f"/history/{prompt_id}")
         entry = history.get(prompt_id) if isinstance(history, dict) else None
-        if not entry:
+        if not isinstance(entry, dict) or not entry:
             queue = await self.http.get_json("/queue")
             if any(item[1] == prompt_id for item in queue.get("queue_running", [])):
                 return JobStatus(JobState.RUNNING)
@@ -134,15 +147,7 @@ class ComfyClient:
             if position is not None:
                 return JobStatus(JobState.PENDING, queue_position=position)
             return JobStatus(JobState.UNKNOWN)
-        status = entry.get("status") or {}
-        outputs = dict(entry.get("outputs") or {})
-        if status.get("status_str") == "success":
-            return JobStatus(JobState.COMPLETED, outputs=outputs)
-        last_type, last_data = (status.get("messages") or [["", {}]])[-1]
-        if last_type == "execution_interrupted":
-            return JobStatus(JobState.CANCELLED, outputs=outputs)
-        error = last_data if last_type == "execution_error" else {"exception_message": str(status)}
-        return JobStatus(JobState.FAILED, outputs=outputs, error=error)
+        return _history_status(entry)
 
     async def _queue_position(self, prompt_id: str) -> int | None:
         return _position_in(await self.http.get_json("/queue"), prompt_id)
@@ -171,10 +176,11 @@ class ComfyClient:
 
     # ---- progress and files ----------------------------------------------------------------
 
-    def watch(self) -> Watcher:
-        """``async with client.watch() as w:`` opens the WebSocket; submit inside, then
+    def watch(self, client_id: str | None = None) -> Watcher:
+        """``async with client.watch(cid) as w:`` opens the WebSocket as clientId ``cid``
+        (default: this client's); submit inside with the same ``client_id``, then
         ``async for event in w.follow(prompt_id)``."""
-        return Watcher(self)
+        return Watcher(self, client_id)
 
     async def download(self, ref: FileRef, dest_dir: Path, *, stem: str) -> Downloaded:
         """Fetch an output into ``dest_dir`` as ``<stem>-<sha256[:12]><ext>`` (see files.py)."""
@@ -242,36 +248,27 @@ def _position_in(queue: dict[str, Any], prompt_id: str) -> int | None:
     return None
 
 
-def _validation_error(
-    response: httpx.Response, graph: dict[str, Any], where: str
-) -> ComfyValidationError | BadRequest:
-    """A /prompt 400 as a ComfyValidationError naming node id, class, input and message."""
-    try:
-        body = parse_json(response, where)
-        error = body.get("error") or {}
-    except Exception:  # noqa: BLE001 - an unreadable 400 is still a refusal
-        return BadRequest(f"/prompt refused the graph: {response.text[:300]}",
-                          service=SERVICE, where=where, status=400)
-    problems: list[dict[str, str]] = []
-    for node_id, node in (body.get("node_errors") or {}).items():
-        for item in node.get("errors", []):
-            extra = item.get("extra_info") or {}
-            problems.append({
-                "node_id": str(node_id),
-                "class_type": str(node.get("class_type") or graph.get(node_id, {}).get("class_type")),
-                "input": str(extra.get("input_name") or item.get("details", "")).split(",")[0],
-                "message": f"{item.get('message', '')} ({item.get('details', '')})",
-            })
-    if not problems:
-        extra = error.get("extra_info") or {}
-        problems.append({
-            "node_id": str(extra.get("node_id") or "-"),
-            "class_type": str(extra.get("class_type") or "-"),
-            "input": "",
-            "message": f"{error.get('type', '')}: {error.get('message', '')}",
-        })
-    return ComfyValidationError(
-        f"ComfyUI rejected the graph ({error.get('type', 'invalid')})",
-        problems, service=SERVICE, where=where, status=400,
-        hint="Fix the template or its parameters; resubmitting the same graph fails the same way",
-    )
+def _history_status(entry: dict[str, Any]) -> JobStatus:
+    """The state of a finished ``/history`` entry, liberal about what older servers leave out.
+
+    Only a terminal ``execution_error`` / ``execution_interrupted`` message or ``status_str``
+    ``"error"`` proves failure; an entry without ``status`` (servers before it existed), without
+    ``status_str`` or without ``messages`` is completed: a finished job is never read as failed
+    because a field is missing.
+    """
+    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
+    raw_outputs = entry.get("outputs")
+    outputs = dict(raw_outputs) if isinstance(raw_outputs, dict) else {}
+    messages = status.get("messages") if isinstance(status.get("messages"), list) else []
+    last_type, last_data = "", {}
+    if messages and isinstance(messages[-1], list | tuple) and len(messages[-1]) == 2:
+        last_type, last_data = str(messages[-1][0]), messages[-1][1]
+    if last_type == "execution_interrupted":
+        return JobStatus(JobState.CANCELLED, outputs=outputs)
+    if last_type == "execution_error":
+        error = last_data if isinstance(last_data, dict) else {"exception_message": str(last_data)}
+        return JobStatus(JobState.FAILED, outputs=outputs, error=error)
+    if status.get("status_str") == "error":
+        return JobStatus(JobState.FAILED, outputs=outputs,
+                         error={"exception_message": f"ComfyUI's history says {status}"})
+    return JobStatus(JobState.COMPLETED, outputs=outputs)

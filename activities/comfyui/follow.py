@@ -62,19 +62,32 @@ def judge(status: JobStatus, prompt_id: str, where: str) -> ProgressEvent:
 
 
 class Watcher:
-    """An open WebSocket of one ComfyClient (its ``client_id``). Open it before submitting.
+    """An open WebSocket with one clientId (the client's, or ``client_id``). Open it before
+    submitting, and submit with the same ``client_id``: ComfyUI sends a prompt's execution
+    frames only to the socket whose clientId the prompt names (§4.4), and a new socket with that
+    clientId takes them over (§4.1), so a later attempt that re-attaches with the same id sees
+    the progress too.
 
     ``follow`` yields ProgressEvents until HTTP confirms completion (kind "done"); raises
     ComfyExecutionError (final), JobCancelled (final), JobLost (retryable) and the client's
-    transport errors (retryable). Without a socket it still works, by polling HTTP.
+    transport errors (retryable). Without a usable socket it still works, by polling HTTP every
+    ``poll_interval``; a socket that fails or drops is tried again with exponential back-off
+    (at once, then ``ws_retry_initial`` doubling to ``ws_retry_max``), never in a tight loop. ``connects`` counts the
+    attempts to open it.
     """
 
-    def __init__(self, client: ComfyClient) -> None:
+    def __init__(self, client: ComfyClient, client_id: str | None = None) -> None:
         self._client = client
         self._ws: ClientConnection | None = None
+        self.client_id = client_id or client.client_id
         base = client.base_url
         scheme = "wss" if base.startswith("https") else "ws"
-        self.url = f"{scheme}://{base.split('://', 1)[1]}/ws?clientId={client.client_id}"
+        self.url = f"{scheme}://{base.split('://', 1)[1]}/ws?clientId={self.client_id}"
+        self.connects = 0
+        self._backoff = 0.0
+        self._retry_at = 0.0  # loop time before which no new connect is tried
+        self._opened_at = 0.0
+        self._last_poll = float("-inf")
 
     async def __aenter__(self) -> Self:
         # A socket that cannot open (a proxy without upgrades) degrades to HTTP polling;
@@ -89,7 +102,20 @@ class Watcher:
             await self._ws.close()
             self._ws = None
 
+    def _back_off(self, lived: float) -> None:
+        """After a failed connect or a drop: the first try is at once, then after
+        ``ws_retry_initial`` doubling up to ``ws_retry_max``; a socket that had served that
+        long starts the series over."""
+        timeouts = self._client.timeouts
+        if lived >= timeouts.ws_retry_max:
+            self._backoff = 0.0
+        delay = self._backoff
+        self._backoff = min(timeouts.ws_retry_max,
+                            max(timeouts.ws_retry_initial, self._backoff * 2))
+        self._retry_at = asyncio.get_running_loop().time() + delay
+
     async def _connect(self) -> bool:
+        self.connects += 1
         try:
             self._ws = await connect(
                 self.url, open_timeout=self._client.timeouts.connect, max_size=_MAX_FRAME,
@@ -100,43 +126,55 @@ class Watcher:
                 max_queue=None,
             )
         except (OSError, InvalidHandshake, TimeoutError) as exc:
-            logger.warning("comfyui websocket %s: connect failed (%s)", self.url, exc)
             self._ws = None
+            self._back_off(0.0)
+            logger.warning("comfyui websocket %s: connect failed (%s); next try in %.1f s",
+                           self.url, exc, self._retry_at - asyncio.get_running_loop().time())
             return False
+        self._opened_at = asyncio.get_running_loop().time()
         return True
+
+    def _dropped(self, exc: ConnectionClosed) -> None:
+        self._ws = None
+        self._back_off(asyncio.get_running_loop().time() - self._opened_at)
+        logger.warning("comfyui websocket dropped (%s); polling HTTP, reconnecting in %.1f s",
+                       exc, self._retry_at - asyncio.get_running_loop().time())
+
+    async def _judge(self, prompt_id: str) -> ProgressEvent:
+        self._last_poll = asyncio.get_running_loop().time()
+        return judge(await self._client.job_status(prompt_id), prompt_id, self._client.base_url)
 
     async def follow(self, prompt_id: str) -> AsyncIterator[ProgressEvent]:
         """Progress of an accepted prompt until HTTP says COMPLETED (see class docstring)."""
         timeouts = self._client.timeouts
         loop = asyncio.get_running_loop()
-        where = self._client.base_url
-        event = judge(await self._client.job_status(prompt_id), prompt_id, where)
+        event = await self._judge(prompt_id)
         yield event
         if event.kind == "done":
             return
         announced = False  # a terminal frame arrived: poll HTTP briskly until it agrees
         next_poll = loop.time() + timeouts.ws_silence
         while True:
-            if self._ws is None and await self._connect():
+            if self._ws is None and loop.time() >= self._retry_at and await self._connect():
                 yield ProgressEvent("reconnected", prompt_id)
-                next_poll = loop.time()
+                # No replay after a gap: read HTTP now (or at the poll pace, if just read).
+                next_poll = max(loop.time(), self._last_poll + timeouts.poll_interval)
             wait = next_poll - loop.time()
             frame: str | bytes | None = None
             if wait > 0:
-                if self._ws is None:
-                    await asyncio.sleep(wait)
-                else:
-                    try:
-                        frame = await asyncio.wait_for(self._ws.recv(), wait)
-                    except TimeoutError:
-                        frame = None
-                    except ConnectionClosed as exc:
-                        logger.warning("comfyui websocket dropped (%s); asking HTTP", exc)
-                        self._ws = None
-                        next_poll = loop.time()
-                        continue
+                if self._ws is None:  # sleep until the next poll or the next connect try
+                    await asyncio.sleep(max(0.0, min(wait, self._retry_at - loop.time())))
+                    continue
+                try:
+                    frame = await asyncio.wait_for(self._ws.recv(), wait)
+                except TimeoutError:
+                    frame = None
+                except ConnectionClosed as exc:
+                    self._dropped(exc)
+                    next_poll = max(loop.time(), self._last_poll + timeouts.poll_interval)
+                    continue
             if frame is None:
-                event = judge(await self._client.job_status(prompt_id), prompt_id, where)
+                event = await self._judge(prompt_id)
                 yield event
                 if event.kind == "done":
                     return

@@ -70,12 +70,16 @@ class ProgressEvent:
 class ComfyTimeouts:
     """Seconds. ``read`` bounds one HTTP answer; ``ws_silence`` is how long the WebSocket may be
     quiet about our prompt before the client asks HTTP; ``poll_interval`` paces HTTP polling
-    once completion has been announced or the socket is down."""
+    once completion has been announced or the socket is down. A socket that fails to open or
+    drops is tried again after ``ws_retry_initial``, doubling up to ``ws_retry_max`` while it
+    keeps failing (a socket that stayed up ``ws_retry_max`` starts the series over)."""
 
     connect: float = 5.0
     read: float = 60.0
     poll_interval: float = 2.0
     ws_silence: float = 10.0
+    ws_retry_initial: float = 0.5
+    ws_retry_max: float = 30.0
 
 
 @dataclass(frozen=True)

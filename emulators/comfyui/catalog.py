@@ -45,9 +45,11 @@ def input_files(input_dir: Path) -> list[str]:
     )
 
 
-def object_info(input_dir: Path) -> dict[str, Any]:
-    """All node definitions, with combo lists filled from the fake models and the input folder."""
+def object_info(input_dir: Path, checkpoints: tuple[str, ...] | None = None) -> dict[str, Any]:
+    """All node definitions, with combo lists filled from the models (``checkpoints``, default
+    the fake ones) and the input folder."""
     info = copy.deepcopy(_raw())
-    info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(FAKE_CHECKPOINTS)
+    names = FAKE_CHECKPOINTS if checkpoints is None else checkpoints
+    info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(names)
     info["LoadImage"]["input"]["required"]["image"][0] = input_files(input_dir)
     return info

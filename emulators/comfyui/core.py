@@ -52,6 +52,8 @@ class Core:
             "checkpoint_loads": 0,
             "checkpoint_load_s": 0.0,
             "oom_errors": 0,
+            "ws_connects": 0,
+            "prompts_posted": 0,
         }
         # the emulated card (emulators/comfyui/vram.py): what is resident, when it was busy
         self.gpu = gpu if gpu is not None else EmulatedGpu()
@@ -61,7 +63,7 @@ class Core:
         self.free_flags: dict[str, bool] | None = None  # a /free waiting for the running prompt
 
     def node_info(self) -> dict[str, Any]:
-        return object_info(self.root / "input")
+        return object_info(self.root / "input", self.faults.checkpoints)
 
     def stats_snapshot(self) -> dict[str, Any]:
         """``stats`` plus busy_s, the resident checkpoint and the card (``/_emulator/stats``)."""

@@ -193,6 +193,8 @@ class _Run:
             await prepare_gpu_node(core, class_type, inputs)
             if class_type != "KSampler" and core.faults.node_delay > 0:
                 await asyncio.sleep(core.faults.node_delay * core.time_scale)
+            if class_type == core.faults.slow_node_class:  # no interrupt check inside
+                await asyncio.sleep(core.faults.slow_node_seconds * core.time_scale)
             ctx = NodeContext(
                 core.root,
                 node_id,

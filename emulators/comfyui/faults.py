@@ -24,6 +24,12 @@ class Faults:
     error_at_node: class name whose nodes raise RuntimeError when they execute.
     checkpoint_load_delay: seconds (× time_scale) to move a checkpoint into VRAM when a sampler or
     VAE node needs one that is not resident (first use, after `/free`, after an out-of-memory).
+    slow_node_class / slow_node_seconds: nodes of that class run that long (× time_scale) with no
+    interrupt check inside, like a checkpoint load or a big VAE decode: an interrupt lands at
+    the next node boundary. ws_drop_on_connect: abort every WebSocket right after its handshake
+    (a proxy that keeps dropping it). legacy: answer like a server before 0.33 (no /api/jobs,
+    a /prompt 400 whose ``error`` is a plain string, history entries without status and meta).
+    checkpoints: the checkpoint file names the server has (None: catalog.FAKE_CHECKPOINTS).
     """
 
     step_delay: float = DEFAULT_STEP_DELAY
@@ -32,11 +38,17 @@ class Faults:
     suppress_ws_completion: bool = False
     error_at_node: str | None = None
     checkpoint_load_delay: float = 0.0
+    slow_node_class: str | None = None
+    slow_node_seconds: float = 0.0
+    ws_drop_on_connect: bool = False
+    legacy: bool = False
+    checkpoints: tuple[str, ...] | None = None
 
 
-_NUMBERS = ("step_delay", "node_delay", "checkpoint_load_delay")
+_NUMBERS = ("step_delay", "node_delay", "checkpoint_load_delay", "slow_node_seconds")
+_FLAGS = ("suppress_ws_completion", "ws_drop_on_connect", "legacy", "restart")
 KNOWN = frozenset(
-    {*_NUMBERS, "ws_drop_after_steps", "suppress_ws_completion", "error_at_node", "restart"}
+    {*_NUMBERS, *_FLAGS, "ws_drop_after_steps", "error_at_node", "slow_node_class", "checkpoints"}
 )
 
 
@@ -58,12 +70,19 @@ def parse_faults(raw: Any) -> tuple[Faults, bool]:
     if drop is not None and (isinstance(drop, bool) or not isinstance(drop, int) or drop < 1):
         raise FaultError("ws_drop_after_steps must be a positive integer or null")
     values["ws_drop_after_steps"] = drop
-    for key in ("suppress_ws_completion", "restart"):
+    for key in _FLAGS:
         if not isinstance(raw.get(key, False), bool):
             raise FaultError(f"{key} must be a boolean")
-    values["suppress_ws_completion"] = raw.get("suppress_ws_completion", False)
-    node = raw.get("error_at_node")
-    if node is not None and not isinstance(node, str):
-        raise FaultError("error_at_node must be a node class name or null")
-    values["error_at_node"] = node
+        if key != "restart":
+            values[key] = raw.get(key, False)
+    for key in ("error_at_node", "slow_node_class"):
+        node = raw.get(key)
+        if node is not None and not isinstance(node, str):
+            raise FaultError(f"{key} must be a node class name or null")
+        values[key] = node
+    names = raw.get("checkpoints")
+    if names is not None and (not isinstance(names, list)
+                              or not all(isinstance(n, str) for n in names)):
+        raise FaultError("checkpoints must be a list of file names or null")
+    values["checkpoints"] = tuple(names) if names is not None else None
     return Faults(**values), bool(raw.get("restart", False))

@@ -90,6 +90,11 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     core = request.app[CORE]
     ws = web.WebSocketResponse()
     await ws.prepare(request)
+    core.stats["ws_connects"] += 1
+    if core.faults.ws_drop_on_connect and request.transport is not None:
+        core.stats["ws_drops"] += 1
+        request.transport.abort()  # the peer sees 1006, no close frame
+        return ws
     sid = request.rel_url.query.get("clientId", "") or uuid.uuid4().hex
     core.hub.add(sid, ws, request)
     try:

@@ -43,6 +43,7 @@ def _bad_request(error: dict[str, Any], node_errors: dict[str, Any] | None = Non
 
 async def post_prompt(request: web.Request) -> web.Response:
     core = request.app[CORE]
+    core.stats["prompts_posted"] += 1
     try:
         body = await request.json()
     except ValueError:

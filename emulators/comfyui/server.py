@@ -12,6 +12,7 @@ from aiohttp import web
 
 from emulators.comfyui.core import CORE, Core
 from emulators.comfyui.faults import Faults, parse_faults
+from emulators.comfyui.legacy import legacy_middleware
 from emulators.comfyui.routes_files import file_routes
 from emulators.comfyui.routes_jobs import jobs_routes
 from emulators.comfyui.routes_misc import control_routes, misc_routes
@@ -26,7 +27,9 @@ MAX_UPLOAD = 104857600
 
 
 def build_app(core: Core) -> web.Application:
-    app = web.Application(client_max_size=MAX_UPLOAD + 1024 * 1024)
+    app = web.Application(
+        client_max_size=MAX_UPLOAD + 1024 * 1024, middlewares=[legacy_middleware]
+    )
     app[CORE] = core
     for method, path, handler in queue_routes() + file_routes() + misc_routes():
         app.router.add_route(method, path, handler)
