@@ -5,9 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.tree import Tree
 
 from activities.errors import StoreError
+from starter.console import count, screen
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
 
@@ -32,7 +34,7 @@ def _image_label(node: Any) -> str:
 
 
 def _print_node(console: Console, node: Any) -> None:
-    console.print(f"[bold]{node.title}[/bold]  (node {node.id}, story {node.story_id}, "
+    console.print(f"[bold]{escape(node.title)}[/bold]  (node {node.id}, story {node.story_id}, "
                   f"depth {node.depth})", highlight=False)
     console.print(f"direction: {node.direction}", highlight=False, markup=False)
     console.print(_image_label(node), highlight=False, markup=False)
@@ -46,11 +48,11 @@ def _print_node(console: Console, node: Any) -> None:
 
 
 def _print_story(console: Console, story: Any, nodes: list[Any]) -> None:
-    tree = Tree(f"[bold]{story.title or story.premise[:60]}[/bold] (story {story.id})")
+    tree = Tree(f"[bold]{escape(story.title or story.premise[:60])}[/bold] (story {story.id})")
     branches: dict[str, Any] = {}
     for node in nodes:  # tree order: parents come before their children
         parent = branches.get(node.parent_id, tree) if node.parent_id else tree
-        label = f"{node.title} [dim]({node.id}; {_image_label(node)})[/dim]"
+        label = f"{escape(node.title)} [dim]({node.id}; {escape(_image_label(node))})[/dim]"
         branches[node.id] = parent.add(label)
     console.print(tree)
 
@@ -58,7 +60,7 @@ def _print_story(console: Console, story: Any, nodes: list[Any]) -> None:
 async def show(settings: Settings, ident: str) -> int:
     """Print a node (title, text, image status, notes) or a story (its tree of titles)."""
     store = await _open(settings)
-    console = Console(soft_wrap=True)
+    console = screen()
     try:
         try:
             _print_node(console, await store.repo.get_node(ident))
@@ -87,7 +89,7 @@ async def list_stories(settings: Settings) -> int:
         for story in stories:
             nodes = await store.repo.story_nodes(story.id)
             title = story.title or story.premise[:60]
-            print(f"{story.id}  {len(nodes):3d} scenes  {title}")
+            print(f"{story.id}  {count(len(nodes), 'scene'):>10}  {title}")
         return EXIT_OK
     finally:
         await store.close()

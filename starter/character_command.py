@@ -10,11 +10,11 @@ import hashlib
 import shutil
 from pathlib import Path
 
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from activities.errors import StoreError
+from starter.console import screen
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
 from starter.tree_command import open_store
@@ -39,7 +39,7 @@ async def list_characters(settings: Settings, story_id: str) -> int:
         for person in cast:
             table.add_row(escape(person.name), escape(person.look or "(none yet)"),
                           escape(person.reference_image or "(none yet)"))
-        Console(soft_wrap=True).print(table)
+        screen().print(table)
         return EXIT_OK
     finally:
         await store.close()

@@ -19,6 +19,8 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 
+from starter.cli_help import StoryloomTyper
+from starter.console import guard_pipes
 from starter.logs import FILE_ONLY, flush_logs, setup_logging
 from starter.outcome import EXIT_FAILED, EXIT_USAGE, CliFailure
 from starter.settings import Settings
@@ -27,10 +29,30 @@ __all__ = ["app", "main"]
 
 logger = logging.getLogger("storyloom.cli")
 
-app = typer.Typer(
+app = StoryloomTyper(
     name="storyloom", add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
     help="Illustrated, branching stories with Ollama + ComfyUI, made durable by Temporal.",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"storyloom {version('storyloom')}")
+        except PackageNotFoundError:
+            print("storyloom (not installed: run ./dev setup)")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option(
+        "--version", callback=_version, is_eager=True, help="Print the version and exit")]
+    = False,
+) -> None:
+    """Illustrated, branching stories with Ollama + ComfyUI, made durable by Temporal."""
 
 
 def _settings(component: str, *, console_level: int = logging.WARNING) -> Settings:
@@ -53,6 +75,8 @@ def _run(coro_fn: Callable[..., Coroutine[Any, Any, int | None]], *args: Any, **
         code = exc.code
     except KeyboardInterrupt:
         code = 130
+    except BrokenPipeError:  # only raised before guard_pipes (tests calling commands directly)
+        code = 0
     except Exception as exc:
         logger.error("command failed", exc_info=exc, extra=FILE_ONLY)
         print(f"storyloom failed: {type(exc).__name__}: {exc}. The traceback is in the log "
@@ -95,8 +119,11 @@ def up(
 @_guard
 def emulate(
     which: Annotated[str, typer.Argument(help="ollama, comfyui or all")] = "all",
-    port: Annotated[int | None, typer.Option(help="Ollama emulator port")] = None,
-    comfy_port: Annotated[int | None, typer.Option(help="ComfyUI emulator port")] = None,
+    port: Annotated[int | None, typer.Option(
+        help="Port of the emulator (with `all`: Ollama's; default from STORYLOOM_OLLAMA_URL, "
+        "or STORYLOOM_COMFYUI_URL for `comfyui`)")] = None,
+    comfy_port: Annotated[int | None, typer.Option(
+        help="ComfyUI emulator port with `all` (default from STORYLOOM_COMFYUI_URL)")] = None,
     time_scale: Annotated[float, typer.Option(help="Multiply every emulated delay")] = 1.0,
     root: Annotated[Path | None, typer.Option(help="ComfyUI emulator root dir")] = None,
     gpus: Annotated[int, typer.Option(
@@ -156,8 +183,10 @@ def worker(
 def scene(
     direction: Annotated[str, typer.Argument(help="What happens in this scene")],
     story: Annotated[str | None, typer.Option(help="Continue this story")] = None,
-    parent: Annotated[str | None, typer.Option(help="Branch from this node")] = None,
-    no_illustrate: Annotated[bool, typer.Option("--no-illustrate")] = False,
+    parent: Annotated[str | None, typer.Option(metavar="NODE", help="Branch from this node")]
+    = None,
+    no_illustrate: Annotated[bool, typer.Option(
+        "--no-illustrate", help="Write the text only: no cast, no picture")] = False,
     model: Annotated[str | None, typer.Option(help="Ollama model")] = None,
     template: Annotated[str | None, typer.Option(help="ComfyUI template")] = None,
     style: Annotated[str | None, typer.Option(help="Style words for text and image")] = None,
@@ -272,10 +301,11 @@ def export(
 @app.command()
 @_guard
 def ui(story: Annotated[str, typer.Argument(help="The story id")]) -> None:
-    """Print the Temporal UI link listing that story's workflows."""
-    from starter.ui_link import story_list_url
+    """Print the Temporal UI link listing that story's workflows (exit 2: no such story;
+    1: the UI does not answer)."""
+    from starter.ui_link import show_story_link
 
-    print(story_list_url(_settings("cli"), story))
+    _run(show_story_link, _settings("cli"), story)
 
 
 @app.command("retry-image")
@@ -346,7 +376,7 @@ def tree(story_id: Annotated[str, typer.Argument(help="The story id")]) -> None:
     _run(show_tree, _settings("cli"), story_id)
 
 
-character_app = typer.Typer(help="A story's characters: canonical looks and reference images.",
+character_app = StoryloomTyper(help="A story's characters: canonical looks and reference images.",
                             no_args_is_help=True)
 app.add_typer(character_app, name="character")
 
@@ -381,8 +411,9 @@ def character_describe(story_id: str, name: str, look: str) -> None:
 def main() -> None:
     """Console-script entry: run the app, then flush and ``os._exit`` with its code."""
     code = 0
+    guard_pipes()  # `storyloom list | head -1`: the reader leaving early is not a failure
     try:
-        app()
+        app(prog_name="storyloom")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
     except BaseException:  # last resort: never a traceback on the terminal

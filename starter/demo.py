@@ -20,6 +20,7 @@ import httpx
 from temporalio.client import WorkflowFailureError
 
 from starter.book import load_book
+from starter.console import count
 from starter.devserver import DevServer, DevServerError, start_dev_server
 from starter.emulate import EmulatorProcess, spawn_emulator
 from starter.export_html import write_html
@@ -161,12 +162,16 @@ async def run_demo(settings: Settings, *, keep: bool, time_scale: float) -> int:
         book_dir, notes = await _export(settings, result.story_id)
         failed = sum(1 for scene in result.scenes if scene.image_status == ImageStatus.FAILED)
         print(f"\nDone in {time.monotonic() - started:.1f} s: story {result.story_id}, "
-              f"{len(result.scenes)} scenes, {failed} image(s) failed.")
+              f"{count(len(result.scenes), 'scene')}, {count(failed, 'image')} failed.")
         print(f"  storybook : {book_dir / 'index.html'}")
         print(f"  text      : {notes}")
         print(f"  images    : {settings.media_dir}")
         print(f"  database  : {settings.effective_database_url}")
-        print(f"  Temporal  : {story_list_url(settings, result.story_id)}")
+        if keep:  # the UI lives only as long as the demo: a link only while it answers
+            print(f"  Temporal  : {story_list_url(settings, result.story_id)}")
+        else:
+            print("  Temporal  : stopped with the demo (run it in a terminal, or with --keep, "
+                  "to browse its workflows)")
         print(f"  more      : storyloom show {result.story_id}   (with STORYLOOM_DATA_DIR="
               f"{settings.data_dir})")
         if keep:

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from activities.errors import StoreError
 from starter.book import load_book
+from starter.console import count
 from starter.export_html import write_html
 from starter.export_markdown import render_markdown, write_markdown
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
@@ -43,7 +44,7 @@ async def run_export(
         await store.close()
     if html_dir is not None:
         page = write_html(book, html_dir)
-        print(f"storybook: {page} ({len(book.scenes)} scenes)", file=sys.stderr)
+        print(f"storybook: {page} ({count(len(book.scenes), 'scene')})", file=sys.stderr)
     if markdown == STDOUT:
         sys.stdout.write(render_markdown(book))
     elif markdown is not None:

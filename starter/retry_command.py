@@ -16,9 +16,10 @@ from temporalio.service import RPCError
 from activities.errors import StoreError
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
-from starter.scene_command import result_line, ui_link
+from starter.scene_command import result_line, ui_suffix
 from starter.settings import Settings, image_settings
 from starter.temporal_client import TemporalUnreachable, connect
+from starter.ui_link import ui_answers
 from workflows_temporal.contracts import ImageStatus, RetryImageRequest, SceneResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
 
@@ -83,7 +84,7 @@ async def run_retry_image(
                          f"running? storyloom watch {workflow_id}): {exc.message}",
                          EXIT_USAGE) from exc
     if not as_json:
-        print(f"retry {workflow_id} started — UI: {ui_link(settings, workflow_id)}",
+        print(f"retry {workflow_id} started{await ui_suffix(settings, workflow_id)}",
               file=sys.stderr)
     try:
         result = await handle.result()
@@ -93,5 +94,6 @@ async def run_retry_image(
         message = getattr(cause, "message", None) or str(cause or err)
         raise CliFailure(f"The image retry failed ({workflow_id}): {message}",
                          EXIT_FAILED) from err
-    print(result.model_dump_json() if as_json else result_line(result, settings))
+    print(result.model_dump_json() if as_json else
+          result_line(result, settings, ui=await ui_answers(settings)))
     return EXIT_OK

@@ -22,10 +22,12 @@ from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_c
 from starter.progress import Mode, follow
 from starter.settings import Settings, image_settings
 from starter.temporal_client import TemporalUnreachable, connect
+from starter.ui_link import ui_answers
 from workflows_temporal.contracts import ImageStatus, SceneRequest, SceneResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
 
-__all__ = ["build_request", "cancel_scene", "result_line", "run_scene", "ui_link", "watch_scene"]
+__all__ = ["build_request", "cancel_scene", "result_line", "run_scene", "ui_link", "ui_suffix",
+           "watch_scene"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +59,13 @@ def ui_link(settings: Settings, workflow_id: str) -> str:
             f"{settings.temporal_namespace}/workflows/{workflow_id}")
 
 
-def result_line(result: SceneResult, settings: Settings) -> str:
-    """The one-line summary a user reads after a scene."""
+async def ui_suffix(settings: Settings, workflow_id: str) -> str:
+    """`` — UI: <link>`` when the Temporal UI answers; nothing when it does not (headless)."""
+    return f" — UI: {ui_link(settings, workflow_id)}" if await ui_answers(settings) else ""
+
+
+def result_line(result: SceneResult, settings: Settings, *, ui: bool = True) -> str:
+    """The one-line summary a user reads after a scene (``ui``: with the workflow's UI link)."""
     head = f"“{result.title}” — node {result.node_id} (story {result.story_id})"
     if result.image_status == ImageStatus.DONE:
         image = f"image: {result.image_path}"
@@ -66,8 +73,8 @@ def result_line(result: SceneResult, settings: Settings) -> str:
         image = f"image FAILED: {result.image_error or 'no reason recorded'}"
     else:
         image = f"image {result.image_status.value}"
-    return (f"{head}; {image}; text: storyloom show {result.node_id}; "
-            f"UI: {ui_link(settings, result.workflow_id)}")
+    line = f"{head}; {image}; text: storyloom show {result.node_id}"
+    return line + (f"; UI: {ui_link(settings, result.workflow_id)}" if ui else "")
 
 
 def _failure_paragraph(err: BaseException, workflow_id: str) -> str:
@@ -95,7 +102,7 @@ async def _await_and_report(
     if as_json:
         print(result.model_dump_json())
     else:
-        print(result_line(result, settings))
+        print(result_line(result, settings, ui=await ui_answers(settings)))
     return EXIT_OK
 
 
@@ -139,11 +146,12 @@ async def run_scene(
     if detach:
         if not as_json:
             print(f"started; follow it with: storyloom watch {workflow_id}", file=sys.stderr)
-            print(f"UI: {ui_link(settings, workflow_id)}", file=sys.stderr)
+            if suffix := await ui_suffix(settings, workflow_id):
+                print(suffix.removeprefix(" — "), file=sys.stderr)
         print(workflow_id)
         return EXIT_OK
     if not as_json:
-        print(f"scene {workflow_id} started — UI: {ui_link(settings, workflow_id)}",
+        print(f"scene {workflow_id} started{await ui_suffix(settings, workflow_id)}",
               file=sys.stderr)
     return await _await_and_report(client, handle, settings, as_json=as_json)
 

@@ -18,10 +18,11 @@ from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from activities.store.ids import story_id_for
+from starter.console import count
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_message
 from starter.progress import Mode
-from starter.scene_command import ui_link
+from starter.scene_command import ui_suffix
 from starter.settings import Settings, image_settings
 from starter.story_progress import follow_story
 from starter.temporal_client import TemporalUnreachable, connect
@@ -117,7 +118,8 @@ async def _report(client: Client, handle: WorkflowHandle[Any, StoryResult], sett
                                                    if scene.image_error else ""))
         print(f"{k}. “{scene.title}” — node {scene.node_id}; {image}; "
               f"text {scene.timings.text_s:.1f}s, image {scene.timings.illustrate_s:.1f}s")
-    print(f"story {result.story_id}: {len(result.scenes)} scenes in {result.makespan_s:.1f}s; "
+    print(f"story {result.story_id}: {count(len(result.scenes), 'scene')} in "
+          f"{result.makespan_s:.1f}s; "
           f"tree: storyloom tree {result.story_id}")
     return EXIT_OK
 
@@ -131,7 +133,8 @@ async def run_story(settings: Settings, premise: str, request: StoryRequest, *,
         print(handle.id)
         return EXIT_OK
     if not as_json:
-        print(f"story {handle.id} started — UI: {ui_link(settings, handle.id)}", file=sys.stderr)
+        print(f"story {handle.id} started{await ui_suffix(settings, handle.id)}",
+              file=sys.stderr)
     return await _report(client, handle, settings, as_json=as_json)
 
 

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from rich.console import Console
 from rich.markup import escape
 from rich.tree import Tree
 
 from activities.errors import StoreError
+from starter.console import count, screen
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
 
@@ -32,7 +32,7 @@ async def open_store(settings: Settings) -> Any:
 def build_tree(story: Any, nodes: list[Any]) -> Tree:
     """The rich Tree of a story; ``nodes`` in tree order (parents before children)."""
     root = Tree(f"[bold]{escape(story.title or story.premise[:60])}[/bold] "
-                f"[dim](story {story.id}, {len(nodes)} scenes)[/dim]")
+                f"[dim](story {story.id}, {count(len(nodes), 'scene')})[/dim]")
     branches: dict[str, Tree] = {}
     for node in nodes:
         parent = branches.get(node.parent_id, root) if node.parent_id else root
@@ -53,7 +53,7 @@ async def show_tree(settings: Settings, story_id: str) -> int:
         except StoreError as exc:
             raise CliFailure(f"{exc.describe()}. `storyloom list` shows the stories.",
                              EXIT_USAGE) from exc
-        Console(soft_wrap=True).print(build_tree(story, nodes))
+        screen().print(build_tree(story, nodes))
         return EXIT_OK
     finally:
         await store.close()

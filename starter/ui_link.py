@@ -1,13 +1,17 @@
-"""Links into the Temporal web UI: one story's workflows (a list filtered by ``StoryId``)."""
+"""Links into the Temporal web UI: one story's workflows (a list filtered by ``StoryId``), and
+whether the UI is there to open them (a link is printed only when it leads somewhere)."""
 
 from __future__ import annotations
 
 from urllib.parse import quote
 
-from starter.outcome import EXIT_USAGE, CliFailure
+import httpx
+
+from activities.errors import StoreError
+from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
 
-__all__ = ["story_list_url", "story_query", "ui_base"]
+__all__ = ["show_story_link", "story_list_url", "story_query", "ui_answers", "ui_base"]
 
 
 def ui_base(settings: Settings) -> str:
@@ -29,3 +33,43 @@ def story_list_url(settings: Settings, story_id: str) -> str:
     namespace = quote(settings.temporal_namespace, safe="")
     return (f"{ui_base(settings)}/namespaces/{namespace}/workflows"
             f"?query={quote(story_query(story_id), safe='')}")
+
+
+async def ui_answers(settings: Settings, timeout: float = 1.5) -> bool:
+    """True when the Temporal web UI answers at ``ui_base`` (its ``/api/v1/settings``)."""
+    try:
+        async with httpx.AsyncClient(timeout=timeout) as http:
+            reply = await http.get(ui_base(settings) + "/api/v1/settings")
+    except httpx.HTTPError:
+        return False
+    return reply.status_code == 200
+
+
+async def _require_story(settings: Settings, story_id: str) -> None:
+    from activities.store.db import open_store, upgrade
+
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    await upgrade(settings.effective_database_url)
+    store = await open_store(settings.effective_database_url)
+    try:
+        await store.repo.get_story(story_id)
+    except StoreError as exc:
+        raise CliFailure(f"No story {story_id!r} in {settings.effective_database_url}: "
+                         "`storyloom list` shows the stories.", EXIT_USAGE) from exc
+    finally:
+        await store.close()
+
+
+async def show_story_link(settings: Settings, story_id: str) -> int:
+    """`storyloom ui STORY`: print the link when the story exists and the UI answers.
+
+    CliFailure exit 2 for an unknown story; exit 1 when the UI does not answer (the message
+    still carries the link, for when it is up)."""
+    url = story_list_url(settings, story_id)
+    await _require_story(settings, story_id)
+    if not await ui_answers(settings):
+        raise CliFailure(f"The Temporal UI does not answer at {ui_base(settings)}: it runs "
+                         "while `storyloom up` (without --headless) does. Then open " + url,
+                         EXIT_FAILED)
+    print(url)
+    return EXIT_OK

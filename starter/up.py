@@ -14,6 +14,7 @@ from starter.devserver import DevServer, DevServerError, start_dev_server
 from starter.emulate import EmulatorProcess, port_of, spawn_emulator
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
+from starter.ui_link import ui_answers
 from starter.worker import run_worker
 
 __all__ = ["run_up"]
@@ -46,12 +47,16 @@ async def _check_real_services(settings: Settings) -> list[str]:
     return warnings
 
 
-def _banner(settings: Settings, server: DevServer, emulated: bool, worker: bool) -> str:
+def _banner(settings: Settings, server: DevServer, emulated: bool, worker: bool,
+            ui_up: bool) -> str:
     lines = ["storyloom is up" + (" — with EMULATED Ollama and ComfyUI (no real models, "
                                    "placeholder images)" if emulated else "")]
     reused = " (already running, reused)" if server.reused else ""
     lines.append(f"  Temporal gRPC : {server.address}  namespace {server.namespace}{reused}")
-    lines.append(f"  Temporal UI   : {server.ui_url or '(headless)'}")
+    ui = server.ui_url if server.ui_url and ui_up else (
+        "(headless: no web UI)" if server.ui_url is None else
+        f"(not answering at {server.ui_url}: the reused server runs without it)")
+    lines.append(f"  Temporal UI   : {ui}")
     tag = "  [EMULATED]" if emulated else ""
     lines.append(f"  Ollama        : {settings.ollama_url}{tag}")
     lines.append(f"  ComfyUI       : {settings.comfyui_url}{tag}")
@@ -93,7 +98,8 @@ async def run_up(
         else:
             for warning in await _check_real_services(settings):
                 print(warning, flush=True)
-        print(_banner(settings, server, emulate, worker), flush=True)
+        ui_up = server.ui_url is not None and await ui_answers(settings)
+        print(_banner(settings, server, emulate, worker, ui_up), flush=True)
         if worker:
             await run_worker(settings, "all", stop=stop)
         else:

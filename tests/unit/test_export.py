@@ -158,13 +158,16 @@ async def test_export_of_unknown_story_is_one_paragraph(library: Library, tmp_pa
 
 
 @pytest.mark.parametrize("story", ["s_0123abcd4567", "my story"])
-def test_ui_prints_the_list_filtered_to_the_story(tmp_path: Path, story: str) -> None:
-    lib = Library(tmp_path, None, None)  # type: ignore[arg-type]  # `ui` reads no database
-    run = storyloom(lib, "ui", story)
+def test_ui_link_lists_the_workflows_filtered_to_the_story(tmp_path: Path, story: str) -> None:
+    from starter.settings import Settings
+    from starter.ui_link import story_list_url
 
-    assert run.returncode == 0, run.stderr
-    url = urlsplit(run.stdout.strip())
+    settings = Settings(data_dir=tmp_path, temporal_address="127.0.0.1:7233",
+                        temporal_ui_port=8233, temporal_namespace="default")
+    link = story_list_url(settings, story)
+
+    url = urlsplit(link)
     assert (url.scheme, url.netloc) == ("http", "127.0.0.1:8233")
     assert url.path == "/namespaces/default/workflows"
-    assert " " not in run.stdout.strip() and '"' not in run.stdout
+    assert " " not in link and '"' not in link
     assert parse_qs(url.query) == {"query": [f'StoryId="{story}"']}
