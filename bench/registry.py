@@ -12,6 +12,7 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from bench.comfy_bench import comfy_roundtrip
+from bench.fleet import fleet
 from bench.memory import memory
 from bench.recovery import recovery
 from bench.report import Result
@@ -42,4 +43,5 @@ BENCHMARKS: dict[str, Benchmark] = {
     "recovery": recovery,
     "pipeline": _pipeline,
     "memory": memory,
+    "fleet": fleet,
 }

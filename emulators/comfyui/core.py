@@ -54,6 +54,7 @@ class Core:
             "oom_errors": 0,
             "ws_connects": 0,
             "prompts_posted": 0,
+            "completed_s": 0.0,  # wall seconds of prompts that succeeded, without checkpoint loads
         }
         # the emulated card (emulators/comfyui/vram.py): what is resident, when it was busy
         self.gpu = gpu if gpu is not None else EmulatedGpu()

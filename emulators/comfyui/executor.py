@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +30,14 @@ async def worker_loop(core: Core) -> None:
             await core.wake.wait()
             continue
         await core.broadcast_status()
+        began, loading, completed = time.monotonic(), core.stats["checkpoint_load_s"], core.stats[
+            "completed"]
         try:
             with core.clock.busy(), core.gpu.clock.busy():
                 await _Run(core, item).execute()
+            if core.stats["completed"] > completed:  # render time of good prompts, no loads
+                spent = time.monotonic() - began - (core.stats["checkpoint_load_s"] - loading)
+                core.stats["completed_s"] = round(core.stats["completed_s"] + spent, 4)
         except Exception:  # an emulator bug must not stop the queue
             logger.exception("comfyui emulator failed running %s", item.prompt_id)
             if core.ledger.running is item:
