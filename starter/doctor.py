@@ -1,7 +1,7 @@
 """`storyloom doctor`: check every service, model and template; one line each, with the fix.
 
 Temporal (address, namespace), the database (migrations), Ollama (version, text and embed
-models), ComfyUI (version, each template's node classes and inputs, the checkpoint).
+models), ComfyUI (version, the templates in use and the checkpoint in use: doctor_comfyui.py).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
-from starter.clients import comfy_client, ollama_client
+from starter.clients import ollama_client
 from starter.settings import Settings
 from starter.temporal_client import TemporalUnreachable, connect
 
@@ -111,45 +111,10 @@ async def _ollama(settings: Settings) -> list[Check]:
         await client.aclose()
 
 
-async def _checkpoint(client: Any, checkpoint: str) -> Check:
-    info = await client.object_info("CheckpointLoaderSimple")
-    node = info.get("CheckpointLoaderSimple", info)
-    choices = node.get("input", {}).get("required", {}).get("ckpt_name", [[]])[0]
-    if checkpoint in choices:
-        return Check("comfyui", True, f"checkpoint {checkpoint} present")
-    return Check("comfyui", False,
-                 f"checkpoint {checkpoint} missing; present: {', '.join(choices) or 'none'}",
-                 "put it in ComfyUI/models/checkpoints or set STORYLOOM_CHECKPOINT")
-
-
 async def _comfyui(settings: Settings) -> list[Check]:
-    from activities.templates import WorkflowManager
-    client = comfy_client(settings)
-    try:
-        try:
-            stats = await client.system_stats()
-        except Exception as exc:  # noqa: BLE001 - any failure is a FAIL line
-            return [Check("comfyui", False, f"{settings.comfyui_url}: {exc}",
-                          "start ComfyUI (`python main.py --listen`), set STORYLOOM_COMFYUI_URL, "
-                          "or use `storyloom up --emulate`")]
-        version = stats.get("system", {}).get("comfyui_version", "unknown")
-        checks = [Check("comfyui", True, f"{settings.comfyui_url}, version {version}")]
-        manager = WorkflowManager()
-        for name in manager.names():
-            try:
-                problems = await manager.check_against_server(client, name)
-            except Exception as exc:  # noqa: BLE001 - any failure is a FAIL line
-                problems = [str(exc)]
-            if problems:
-                checks.append(Check("template", False, f"{name}: {'; '.join(map(str, problems))}",
-                                    "install the missing custom nodes or models in ComfyUI"))
-            else:
-                checks.append(Check("template", True, f"{name}: nodes and inputs match"))
-        if settings.checkpoint:
-            checks.append(await _checkpoint(client, settings.checkpoint))
-        return checks
-    finally:
-        await client.aclose()
+    from starter.doctor_comfyui import comfyui_checks
+
+    return await comfyui_checks(settings)
 
 
 async def run_checks(settings: Settings) -> list[Check]:

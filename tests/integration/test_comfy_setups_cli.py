@@ -1,0 +1,151 @@
+"""Issue 11, image side, end to end: ComfyUI as users run it, through the `storyloom` CLI with a
+real dev server, both emulators and a worker as processes over sockets.
+
+- the image settings reach the graph (checkpoint, width, height);
+- a WebSocket that drops at every connect: the scene still gets its text and its picture, with
+  no extra LLM call or GPU job, and the client reconnects at a bounded rate;
+- a cancel during a 30 s node (longer than the render's 10 s heartbeat timeout) ends the
+  workflow Cancelled and the ComfyUI prompt cancelled; `storyloom watch` exits 1 and says so.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import subprocess
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import pytest_asyncio
+from temporalio.client import WorkflowExecutionStatus
+
+from emulators.comfyui.png import png_size
+from tests.fixtures.common import wait_until
+from tests.fixtures.processes import CLI, Services, start_services
+from workflows_temporal.contracts import SceneResult
+from workflows_temporal.policies import STEPS
+
+pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
+
+DIRECTION = "A lighthouse keeper finds a talking fox"
+SDXL = "sd_xl_base_1.0.safetensors"
+COMFY_SCALE = 0.02  # start_services' default time scale of the ComfyUI emulator
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="session")
+async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Services]:
+    services = await start_services(tmp_path_factory.mktemp("comfy-setups"),
+                                    comfy_scale=COMFY_SCALE)
+    try:
+        yield services
+    finally:
+        await services.close()
+
+
+async def _get(url: str) -> Any:
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        reply = await http.get(url)
+        reply.raise_for_status()
+        return reply.json()
+
+
+async def _faults(stack: Services, faults: dict[str, Any]) -> None:
+    await stack.emulator_post(stack.comfy_url, faults)
+
+
+async def _storyloom(stack: Services, *args: str, env: dict[str, str] | None = None,
+                     timeout: float = 120.0) -> subprocess.CompletedProcess[str]:
+    return await asyncio.to_thread(
+        subprocess.run, [*CLI, *args], env={**stack.env, **(env or {})}, capture_output=True,
+        text=True, timeout=timeout,
+    )
+
+
+def _node_row(db_file: Path, node_id: str) -> dict[str, Any]:
+    with sqlite3.connect(db_file) as db:
+        db.row_factory = sqlite3.Row
+        row = db.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
+    assert row is not None
+    return dict(row)
+
+
+def _generations(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [r["body"] for r in requests
+            if r["path"] in ("/api/generate", "/api/chat") and isinstance(r["body"], dict)
+            and (r["body"].get("prompt") or r["body"].get("messages"))]
+
+
+async def test_the_image_settings_reach_the_graph(stack: Services) -> None:
+    run = await _storyloom(stack, "scene", DIRECTION, "--json", env={
+        "STORYLOOM_CHECKPOINT": SDXL, "STORYLOOM_IMAGE_WIDTH": "320",
+        "STORYLOOM_IMAGE_HEIGHT": "192"})
+    assert run.returncode == 0, run.stderr
+    result = SceneResult.model_validate_json(run.stdout)
+    assert result.image_status == "done", result
+    assert png_size(Path(result.image_path or "").read_bytes()) == (320, 192)
+    prompt_id = _node_row(stack.db_file, result.node_id)["image_prompt_id"]
+    entry = (await _get(f"{stack.comfy_url}/history/{prompt_id}"))[prompt_id]
+    graph = entry["prompt"][2]
+    loaders = [n["inputs"]["ckpt_name"] for n in graph.values()
+               if n["class_type"] == "CheckpointLoaderSimple"]
+    assert loaders == [SDXL]
+
+
+async def test_a_scene_through_a_socket_that_drops_at_every_connect(stack: Services) -> None:
+    llm_before = len(await _get(stack.ollama_url + "/_emulator/requests"))
+    before = await _get(stack.comfy_url + "/_emulator/stats")
+    # 20 sampler steps of 0.2 s: the render takes about 4 s with no usable socket.
+    await _faults(stack, {"ws_drop_on_connect": True, "step_delay": 0.2 / COMFY_SCALE})
+    try:
+        began = time.monotonic()
+        run = await _storyloom(stack, "scene", DIRECTION, "--json")
+        elapsed = time.monotonic() - began
+    finally:
+        await _faults(stack, {})
+    assert run.returncode == 0, run.stderr
+    result = SceneResult.model_validate_json(run.stdout)
+    assert result.image_status == "done", result
+    assert Path(result.image_path or "").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(_node_row(stack.db_file, result.node_id)["text"]) > 200
+    after = await _get(stack.comfy_url + "/_emulator/stats")
+    assert after["executed"] - before["executed"] == 1  # one GPU job
+    assert after["prompts_posted"] - before["prompts_posted"] == 1
+    connects = after["ws_connects"] - before["ws_connects"]
+    assert 2 <= connects <= 2 + elapsed / 2, (connects, elapsed)  # backed off, not a loop
+    calls = _generations((await _get(stack.ollama_url + "/_emulator/requests"))[llm_before:])
+    assert len(calls) == 3, calls  # the scene, its summary, the cast: no extra LLM call
+
+
+async def test_a_cancel_during_a_30_s_node_ends_the_scene_cancelled(stack: Services) -> None:
+    heartbeat = STEPS["render"].heartbeat
+    assert heartbeat is not None and heartbeat.total_seconds() < 30  # the node outlasts it
+    await _faults(stack, {"slow_node_class": "VAEDecode", "slow_node_seconds": 30 / COMFY_SCALE})
+    try:
+        started = await _storyloom(stack, "scene", DIRECTION, "--detach")
+        assert started.returncode == 0, started.stderr
+        workflow_id = started.stdout.strip().splitlines()[-1]
+
+        async def decoding() -> bool:
+            running = (await _get(stack.comfy_url + "/queue"))["queue_running"]
+            return bool(running) and (await _get(stack.comfy_url + "/_emulator/stats"))[
+                "sampler_steps"] > 0
+
+        await wait_until(decoding, timeout=90, interval=0.2, what="the render's slow node")
+        prompt_id = (await _get(stack.comfy_url + "/queue"))["queue_running"][0][1]
+        cancel = await _storyloom(stack, "cancel", workflow_id)
+        assert cancel.returncode == 0, cancel.stderr
+        watch = await _storyloom(stack, "watch", workflow_id, timeout=180)
+    finally:
+        await _faults(stack, {})
+    assert watch.returncode == 1, (watch.stdout, watch.stderr)
+    assert "cancelled" in (watch.stdout + watch.stderr).lower()
+    described = await stack.client.get_workflow_handle(workflow_id).describe()
+    assert described.status == WorkflowExecutionStatus.CANCELED
+    job = await _get(f"{stack.comfy_url}/api/jobs/{prompt_id}")
+    assert job["status"] == "cancelled", job
+    stats = await _get(stack.comfy_url + "/_emulator/stats")
+    assert stats["executed_by_prompt"][prompt_id] == 1  # posted once, never run again
