@@ -15,6 +15,7 @@ Clients make one attempt and raise one of these; the engine decides whether to r
     │   └── ModelNotFound               404 for a model; lists installed models  (final)
     ├── ContentError                    the answer arrived but is unusable          (final)
     │   ├── StructuredOutputError       invalid JSON or schema mismatch
+    │   ├── EmptyAnswer                 a finished answer without text (e.g. all in `thinking`)
     │   └── OutputMissing               a finished ComfyUI job without the expected output
     ├── ComfyValidationError            /prompt 400 with node_errors               (final)
     ├── ComfyExecutionError             the job ran and failed at a node           (final)
@@ -38,6 +39,7 @@ __all__ = [
     "ComfyExecutionError",
     "ComfyValidationError",
     "ContentError",
+    "EmptyAnswer",
     "JobCancelled",
     "JobLost",
     "ModelNotFound",
@@ -144,6 +146,10 @@ class ContentError(StoryloomError):
 
 class StructuredOutputError(ContentError):
     pass
+
+
+class EmptyAnswer(ContentError):
+    """The model finished without any text, e.g. a thinking model that answered in `thinking`."""
 
 
 class OutputMissing(ContentError):

@@ -35,6 +35,7 @@ NON_RETRYABLE_TYPES = [
     "BadRequest",
     "ModelNotFound",
     "StructuredOutputError",
+    "EmptyAnswer",
     "OutputMissing",
     "ComfyValidationError",
     "ComfyExecutionError",

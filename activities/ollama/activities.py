@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
 
 from activities.calllog import call_context
 from activities.errors import ModelNotFound, StoryloomError, to_application_error
+from activities.heartbeat import heartbeating, report
+from activities.ollama.answers import require_text
 from activities.ollama.client import OllamaClient
 from activities.ollama.prompts import (
     cast_prompt,
@@ -38,10 +38,12 @@ R = TypeVar("R")
 _SCENE_TOKENS = 2048  # num_predict: a scene is 300-600 words; bounded so a loop cannot run away
 
 
-def _temporal_errors(
+def _llm_activity(
     fn: Callable[[Any, Any], Awaitable[R]],
 ) -> Callable[[Any, Any], Awaitable[R]]:
-    """Run inside the call-log context; a StoryloomError leaves as an ApplicationError."""
+    """Run inside the call-log context, heartbeating on a timer for the whole activity (a slow
+    model is silent for many seconds before its first byte, and a non-streamed call until its
+    whole answer); a StoryloomError leaves as an ApplicationError."""
 
     @functools.wraps(fn)
     async def wrapper(self: Any, inp: Any) -> R:
@@ -49,29 +51,12 @@ def _temporal_errors(
         with call_context(workflow_id=info.workflow_id, attempt=info.attempt,
                           activity=info.activity_type):
             try:
-                return await fn(self, inp)
+                async with heartbeating(self.heartbeat_every_s, WriteProgress(model=inp.model)):
+                    return await fn(self, inp)
             except StoryloomError as exc:
                 raise to_application_error(exc) from exc
 
     return wrapper
-
-
-@contextlib.asynccontextmanager
-async def _beating(progress: WriteProgress, every_s: float) -> AsyncIterator[None]:
-    """Heartbeat ``progress`` on a timer, so a cold load (no bytes yet) never looks dead."""
-
-    async def beat() -> None:
-        while True:
-            activity.heartbeat(progress.model_copy())
-            await asyncio.sleep(every_s)
-
-    task = asyncio.create_task(beat())
-    try:
-        yield
-    finally:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
 
 
 class LlmActivities:
@@ -84,14 +69,14 @@ class LlmActivities:
 
     def __init__(
         self, client: OllamaClient, *, fallback_models: list[str] | None = None,
-        heartbeat_every_s: float = 2.0,
+        heartbeat_every_s: float | None = None,
     ) -> None:
         self.client = client
         self.fallback_models = list(fallback_models or [])
         self.heartbeat_every_s = heartbeat_every_s
 
     @activity.defn(name="write_scene")
-    @_temporal_errors
+    @_llm_activity
     async def write_scene(self, inp: WriteSceneInput) -> WrittenScene:
         """Stream one scene from the LLM, heartbeating token counts. Falls back to
         ``fallback_models`` in order when a model is missing or refuses the request for good
@@ -116,25 +101,33 @@ class LlmActivities:
         raise first_error
 
     async def _stream_scene(self, model: str, prompt: str, seed: int) -> tuple[str, int]:
+        """The scene's text and its chunk count; EmptyAnswer when none came back."""
         progress = WriteProgress(tokens=0, model=model)
+        report(progress.model_copy())
         parts: list[str] = []
+        thinking: list[str] = []
         size = 0
-        async with _beating(progress, self.heartbeat_every_s):
-            stream = self.client.generate_stream(
-                model, prompt, seed=seed, temperature=_temperature(seed),
-                options={"num_predict": _SCENE_TOKENS},
-            )
-            async for chunk in stream:
-                progress.tokens += 1
-                if progress.tokens % 16 == 0:
-                    activity.heartbeat(progress.model_copy())
-                parts.append(chunk.response)
-                size += len(chunk.response)
-                if size >= MAX_SCENE_CHARS:
-                    await stream.aclose()  # closing the response stops the generation
-                    break
-        activity.heartbeat(progress.model_copy())
-        return "".join(parts), progress.tokens
+        done_reason: str | None = None
+        stream = self.client.generate_stream(
+            model, prompt, seed=seed, temperature=_temperature(seed),
+            options={"num_predict": _SCENE_TOKENS},
+        )
+        async for chunk in stream:
+            progress.tokens += 1
+            if progress.tokens % 16 == 0:
+                report(progress.model_copy())
+            parts.append(chunk.response)
+            thinking.append(chunk.thinking or "")
+            size += len(chunk.response)
+            done_reason = chunk.done_reason if chunk.done else done_reason
+            if size >= MAX_SCENE_CHARS:
+                await stream.aclose()  # closing the response stops the generation
+                break
+        report(progress.model_copy())
+        text = "".join(parts)
+        require_text(text, thinking="".join(thinking), done_reason=done_reason,
+                     where=f"{self.client.base_url}/api/generate model={model}")
+        return text, progress.tokens
 
     async def _finish(
         self, model: str, answer: str, tokens: int, note: str | None, seed: int
@@ -156,11 +149,11 @@ class LlmActivities:
                             tokens=tokens, fallback_note=note)
 
     @activity.defn(name="extract_cast")
-    @_temporal_errors
+    @_llm_activity
     async def extract_cast(self, inp: ExtractCastInput) -> SceneCast:
         """Characters (by the names in the text), setting and a visual prompt, as JSON-schema
-        structured output. StructuredOutputError is final: at temperature 0 a retry repeats it."""
-        activity.heartbeat(WriteProgress(model=inp.model))
+        structured output. StructuredOutputError and EmptyAnswer are final: at temperature 0 a
+        retry repeats them."""
         cast = await self.client.generate_json(
             inp.model, cast_prompt(inp), SceneCast, seed=inp.seed, temperature=0.0
         )
@@ -173,7 +166,7 @@ class LlmActivities:
         return cast.model_copy(update={"characters": unique})
 
     @activity.defn(name="free_llm_vram")
-    @_temporal_errors
+    @_llm_activity
     async def free_llm_vram(self, inp: FreeVramInput) -> None:
         """Unload the model and wait until /api/ps confirms it (idempotent). A model that is not
         installed has nothing to free, so ModelNotFound is not an error here."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import json
 import logging
 import math
 import time
@@ -30,8 +29,10 @@ from activities.errors import (
     StructuredOutputError,
     TruncatedStream,
 )
+from activities.ollama.answers import parse_structured, require_text
 from activities.ollama.failures import SERVICE, CallSite, error_text, from_status, translated
 from activities.ollama.payloads import generate_body, normalise_name
+from activities.ollama.thinking import CapabilityCache, ThinkChoice, think_field
 from activities.ollama.types import (
     EmbeddingsResponse,
     EmbedResponse,
@@ -85,6 +86,7 @@ class OllamaClient:
                 pool=timeouts.connect,
             ),
         )
+        self.capabilities = CapabilityCache(self.show)
 
     async def aclose(self) -> None:
         await self._http.aclose()
@@ -139,12 +141,15 @@ class OllamaClient:
         self, model: str, prompt: str, *, system: str | None = None, seed: int | None = None,
         temperature: float | None = None, options: dict[str, Any] | None = None,
         format: str | dict[str, Any] | None = None, keep_alive: str | float | None = None,
+        think: ThinkChoice = "auto",
     ) -> AsyncGenerator[GenerateChunk, None]:
         """Yield each line; the last has ``done``. Raises TruncatedStream at EOF without it,
-        ServerError on an error line. Closing the iterator early cancels the generation."""
+        ServerError on an error line. Closing the iterator early cancels the generation.
+        ``think`` as in ``activities.ollama.thinking`` (one cached /api/show per model)."""
         body = generate_body(self.base_url, model, prompt, stream=True, system=system, seed=seed,
                           temperature=temperature, options=options, format=format,
                           keep_alive=keep_alive)
+        await self._add_think(body, model, think)
         site = self._site("/api/generate", model)
         extra = {"model": model, "prompt_chars": len(prompt), "prompt_sha": _fingerprint(prompt)}
         logger.debug("generate_stream prompt for %s: %s", model, prompt)
@@ -184,9 +189,24 @@ class OllamaClient:
                               where=site.where, status=200, hint="Retried from the start")
         return chunk
 
-    async def generate(self, model: str, prompt: str, **kw: Any) -> GenerateResult:
-        """The whole answer in one reply (``stream: false``)."""
+    async def _add_think(self, body: dict[str, Any], model: str, think: ThinkChoice) -> None:
+        """Set ``body["think"]`` from the model's capabilities (after the local checks)."""
+        caps = await self.capabilities.of(model) if think is not None else None
+        value = think_field(think, caps, model=model, where=self.base_url + "/api/generate")
+        if value is not None:
+            body["think"] = value
+
+    async def show(self, model: str) -> dict[str, Any]:
+        """``/api/show`` for ``model``; ModelNotFound (final) when it is not installed."""
+        data = await self._json("POST", "/api/show", {"model": model}, model)
+        return data if isinstance(data, dict) else {}
+
+    async def generate(
+        self, model: str, prompt: str, *, think: ThinkChoice = "auto", **kw: Any
+    ) -> GenerateResult:
+        """The whole answer in one reply (``stream: false``); ``think`` as in generate_stream."""
         body = generate_body(self.base_url, model, prompt, stream=False, **kw)
+        await self._add_think(body, model, think)
         logger.debug("generate prompt for %s: %s", model, prompt)
         site = self._site("/api/generate", model)
         extra = {"model": model, "prompt_chars": len(prompt), "prompt_sha": _fingerprint(prompt)}
@@ -212,8 +232,10 @@ class OllamaClient:
         self, model: str, prompt: str, model_cls: type[T], *, schema: dict[str, Any] | None = None,
         seed: int | None = None, temperature: float = 0.0,
     ) -> T:
-        """Structured output: the schema goes in ``format``; the reply string is parsed and
-        validated. Raises StructuredOutputError (final) saying what was wrong."""
+        """Structured output: the schema goes in ``format``; the reply string is parsed leniently
+        (fenced, string-wrapped or inside prose, when unambiguous) and validated. Raises
+        StructuredOutputError (final) saying what did not fit, EmptyAnswer (final) when no text
+        came back (e.g. all of it in ``thinking``)."""
         schema = schema or model_cls.model_json_schema()
         if "json" not in prompt.lower():
             prompt += "\n\nAnswer with JSON only."
@@ -224,21 +246,9 @@ class OllamaClient:
             raise StructuredOutputError(
                 f"the JSON answer was cut at the token limit ({result.eval_count} tokens)",
                 service=SERVICE, where=where, hint="Raise num_predict or shorten the input")
-        try:
-            data = json.loads(result.text)
-        except ValueError as exc:
-            raise StructuredOutputError(
-                f"the answer is not valid JSON ({exc}): {result.text[:120]!r}", service=SERVICE,
-                where=where, hint="Try another model or a simpler schema") from exc
-        try:
-            return model_cls.model_validate(data)
-        except ValidationError as exc:
-            problems = "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or '(root)'}: {e['msg']}" for e in exc.errors()
-            )
-            raise StructuredOutputError(
-                f"the JSON does not fit {model_cls.__name__}: {problems}", service=SERVICE,
-                where=where, hint="Try another model or a simpler schema") from exc
+        require_text(result.text, thinking=result.thinking, done_reason=result.done_reason,
+                     where=where)
+        return parse_structured(result.text, model_cls, where=where)
 
     # ---- embeddings, models, liveness -----------------------------------------------------
 

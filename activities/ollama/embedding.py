@@ -6,6 +6,7 @@ from temporalio import activity
 
 from activities.calllog import call_context
 from activities.errors import StoryloomError, to_application_error
+from activities.heartbeat import heartbeating
 from activities.ollama.client import OllamaClient
 from workflows_temporal.contracts import EmbeddedTexts, EmbedTextsInput
 
@@ -26,6 +27,7 @@ class EmbedActivities:
         with call_context(workflow_id=info.workflow_id, attempt=info.attempt,
                           activity=info.activity_type):
             try:
-                return EmbeddedTexts(vectors=await self.client.embed(inp.model, inp.texts))
+                async with heartbeating():  # a cold embedding model loads silently
+                    return EmbeddedTexts(vectors=await self.client.embed(inp.model, inp.texts))
             except StoryloomError as exc:
                 raise to_application_error(exc) from exc

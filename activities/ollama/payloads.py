@@ -24,12 +24,13 @@ def generate_body(
     base_url: str, model: str, prompt: str, *, stream: bool, system: str | None = None,
     seed: int | None = None, temperature: float | None = None,
     options: dict[str, Any] | None = None, format: str | dict[str, Any] | None = None,
-    keep_alive: str | float | None = None,
+    keep_alive: str | float | None = None, think: bool | str | None = None,
 ) -> dict[str, Any]:
     """The JSON body for /api/generate: sampling inside ``options``, ``stream`` always present.
 
     Raises BadRequest (final) for unknown options, wrong option types, a bad ``format`` or a
     unitless ``keep_alive`` string, which the server would answer with a 500 or 400.
+    ``think`` is sent as given (None: absent); ``activities.ollama.thinking`` decides it.
     """
     merged = dict(options or {})
     if seed is not None:
@@ -59,6 +60,6 @@ def generate_body(
                          service=SERVICE, where=where)
     request = GenerateRequest(
         model=model, prompt=prompt, stream=stream, system=system, format=format,
-        options=merged or None, keep_alive=keep_alive,
+        options=merged or None, keep_alive=keep_alive, think=think,
     )
     return request.model_dump(exclude_none=True)

@@ -44,6 +44,7 @@ class GenerateRequest(BaseModel):
     format: str | dict[str, Any] | None = None
     options: dict[str, Any] | None = None
     keep_alive: str | float | None = None
+    think: bool | str | None = None
 
 
 class GenerateChunk(_Reply):

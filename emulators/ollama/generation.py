@@ -18,7 +18,7 @@ from aiohttp import web
 from emulators.ollama import wire
 from emulators.ollama.catalogue import ModelSpec, valid_name
 from emulators.ollama.prose import prose_sentences, prose_tokens, seed_of, split_tokens
-from emulators.ollama.shapes import fill_schema, format_error
+from emulators.ollama.shapes import fill_schema, format_error, wrap_structured
 from emulators.ollama.state import Core, check_options, parse_keep_alive
 
 __all__ = ["handle_generation"]
@@ -79,6 +79,7 @@ def _reject(core: Core, body: dict[str, Any], chat: bool, started: float) -> web
         return wire.error(400, f'invalid think value: "{think_raw}" (must be "high", "medium", '
                                '"low", "max", true, or false)')
     thinks = "thinking" in spec.capabilities
+    always = spec.full_name in core.names("think_always")  # gpt-oss thinks whatever it is told
     if think_raw not in (None, False) and not thinks:
         return wire.error(400, f'"{model}" does not support thinking')
     if chat and body.get("tools") and "tools" not in spec.capabilities:
@@ -101,7 +102,7 @@ def _reject(core: Core, body: dict[str, Any], chat: bool, started: float) -> web
     return _Job(
         chat=chat, sent_model=model, spec=spec, prompt=prompt,
         stream=body.get("stream", True) is not False, options=options, fmt=body.get("format"),
-        think=thinks and think_raw is not False, keep_alive=keep_alive,
+        think=thinks and (think_raw is not False or always), keep_alive=keep_alive,
         raw=bool(body.get("raw")), started=started,
     )
 
@@ -124,12 +125,15 @@ def _batches(core: Core, job: _Job) -> Iterator[tuple[str, list[str]]]:
     """("thinking"|"text", tokens) batches, deterministic in model, prompt, format, sampling."""
     sampling = {k: v for k, v in job.options.items() if k not in _NOT_SAMPLING}
     seed = seed_of(job.spec.full_name, job.prompt, job.fmt, sampling)
+    # the ``answer_in_thinking`` habit: a thinking model puts its answer in `thinking` too
+    answer = "thinking" if job.think and (
+        job.spec.full_name in core.names("answer_in_thinking")) else "text"
     if job.think:
         wanted = random.Random(seed ^ 0x5EED).randint(12, 30)
         yield "thinking", list(islice(prose_tokens(seed ^ 0x7417, "think " + job.prompt), wanted))
     if job.fmt:
-        value = fill_schema(seed, job.prompt, job.fmt)
-        yield "text", split_tokens(json.dumps(value, ensure_ascii=False))
+        value = json.dumps(fill_schema(seed, job.prompt, job.fmt), ensure_ascii=False)
+        yield answer, split_tokens(wrap_structured(value, core.faults.get("structured_wrap")))
         return
     left = int(core.faults.get("response_tokens") or random.Random(seed).randint(120, 200))
     for sentence in prose_sentences(seed, job.prompt):
@@ -137,7 +141,7 @@ def _batches(core: Core, job: _Job) -> Iterator[tuple[str, list[str]]]:
             return
         batch = sentence[:left]
         left -= len(batch)
-        yield "text", batch
+        yield answer, batch
 
 
 def _cut_at_stop(batch: list[str], stops: list[str], tail: str) -> tuple[list[str], str, bool]:
@@ -273,6 +277,23 @@ async def _streamed(core: Core, job: _Job, request: web.Request, result: dict[st
     return resp or web.Response()
 
 
+async def _empty_answer(
+    core: Core, job: _Job, request: web.Request, reason: str
+) -> web.StreamResponse:
+    """The ``empty_answers`` fault: a finished answer with no text and ``done_reason``.
+    ``load``/``unload`` replies are one JSON object even when streamed (§2.5)."""
+    core.count("generations")
+    final = {**_shape(job), "done": True, "done_reason": reason}
+    if not job.stream or reason in ("load", "unload"):
+        return wire.json_response(final)
+    resp = web.StreamResponse(headers={"Content-Type": wire.NDJSON_TYPE})
+    resp.enable_chunked_encoding()
+    await resp.prepare(request)
+    await resp.write(wire.ndjson_line(final))
+    await resp.write_eof()
+    return resp
+
+
 def _end_marked(chunks: Iterator[tuple[str, str]]) -> Iterator[tuple[str, str]]:
     yield from chunks
     yield "end", ""
@@ -309,6 +330,9 @@ async def handle_generation(core: Core, request: web.Request, body: Any) -> web.
             core.models.leave(counted)
         if empty:
             return wire.json_response({**_shape(job), "done": True, "done_reason": "load"})
+        reason = core.take_empty_answer()
+        if reason is not None:
+            return await _empty_answer(core, job, request, reason)
         loaded_at = time.monotonic()
         await core.pause("prompt_delay")
         first = time.monotonic()

@@ -11,7 +11,7 @@ from typing import Any
 
 from emulators.ollama.prose import proper_nouns, topic_words
 
-__all__ = ["embedding", "fill_schema", "format_error"]
+__all__ = ["embedding", "fill_schema", "format_error", "wrap_structured"]
 
 _LOOKS = ["tall", "wiry", "freckled", "grey-eyed", "weathered", "young", "stooped", "bright-eyed"]
 _WEAR = ["a long green coat", "a patched wool cloak", "a red scarf", "brass spectacles",
@@ -126,6 +126,20 @@ def fill_schema(seed: int, prompt: str, fmt: Any) -> Any:
         return _Filler(seed, prompt, fmt).value(fmt)
     filler = _Filler(seed, prompt, {})
     return {"answer": filler.phrase(6), "names": filler.names}
+
+
+def wrap_structured(value: str, how: str | None) -> str:
+    """A structured answer as small models write it (the ``structured_wrap`` fault): in a
+    ```json fence, as a JSON string, after a sentence, or as two objects in prose."""
+    if how == "fence":
+        return "```json\n" + value + "\n```"
+    if how == "string":
+        return json.dumps(value, ensure_ascii=False)
+    if how == "prose":
+        return "Here is the JSON you asked for:\n" + value
+    if how == "two_objects":
+        return "First try: " + value + "\nBetter: " + value
+    return value
 
 
 _FEATURE = re.compile(r"[a-z0-9]+")

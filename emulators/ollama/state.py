@@ -15,6 +15,7 @@ from emulators.ollama.catalogue import ModelSpec, normalise_name
 __all__ = [
     "FAULT_KEYS",
     "FOREVER",
+    "STRUCTURED_WRAPS",
     "Core",
     "Loaded",
     "ModelState",
@@ -42,7 +43,16 @@ FAULT_KEYS: dict[str, tuple[type, ...]] = {
     "unload_lag": (int, float),  # seconds an unloaded model stays in /api/ps
     "max_queue": (int,),  # requests that may wait on a model load (OLLAMA_MAX_QUEUE); 503 past it
     "proxy_502_next": (int,),  # an HTML 502, as from a reverse proxy, for the next N API calls
+    # Real models' habits (issue 11):
+    "answer_in_thinking": (list,),  # models that, when thinking, answer only in `thinking`
+    "think_always": (list,),  # models that think even when sent think:false (gpt-oss style)
+    "structured_wrap": (str,),  # how `format` answers are wrapped: see STRUCTURED_WRAPS
+    "empty_answers": (list,),  # done_reasons: the next generations finish at once with no text
 }
+# structured_wrap values: a ```json fence, the JSON as a JSON string, a sentence before it,
+# and two objects in prose (ambiguous on purpose)
+STRUCTURED_WRAPS = ("fence", "string", "prose", "two_objects")
+_LIST_OF_NAMES = ("missing_models", "answer_in_thinking", "think_always")
 
 
 def parse_faults(raw: Any) -> dict[str, Any]:
@@ -60,8 +70,11 @@ def parse_faults(raw: Any) -> dict[str, Any]:
             raise ValueError(f"fault {key!r} must be of type {kinds}")  # noqa: TRY004
         if isinstance(value, list):
             if not all(isinstance(v, str) for v in value):
-                raise ValueError("fault 'missing_models' must be a list of model names")
+                what = "model names" if key in _LIST_OF_NAMES else "strings"
+                raise ValueError(f"fault {key!r} must be a list of {what}")
             value = list(value)
+        elif key == "structured_wrap" and value not in STRUCTURED_WRAPS:
+            raise ValueError(f"fault 'structured_wrap' must be one of {list(STRUCTURED_WRAPS)}")
         elif isinstance(value, (int, float)) and value < 0:
             raise ValueError(f"fault {key!r} must not be negative")
         faults[key] = value
@@ -279,6 +292,18 @@ class Core:
             return False
         self.faults["proxy_502_next"] = left - 1
         return True
+
+    def names(self, fault: str) -> set[str]:
+        """The normalised model names a list fault (``answer_in_thinking``...) applies to."""
+        return {normalise_name(m) for m in self.faults.get(fault, [])}
+
+    def take_empty_answer(self) -> str | None:
+        """Consume one armed ``empty_answers`` entry: the done_reason to finish with."""
+        left = list(self.faults.get("empty_answers", []))
+        if not left:
+            return None
+        self.faults["empty_answers"] = left[1:]
+        return left[0]
 
     def take_busy(self) -> bool:
         """Consume one armed 503 (``busy_next``); True when this request must get it."""

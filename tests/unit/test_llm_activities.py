@@ -51,7 +51,7 @@ async def test_write_scene_streams_heartbeats_and_sends_the_context(
     progress = [b for b in beats if isinstance(b, WriteProgress)]
     assert progress[0].tokens == 0 and len([b for b in progress if b.tokens == 0]) >= 2
     assert progress[-1].tokens == scene.tokens
-    prompt = ollama_emulator.requests[0][1]["prompt"]
+    prompt = next(b for p, b in ollama_emulator.requests if p == "/api/generate")["prompt"]
     for fact in ("storm coast", "Tobias found the spare lens.", "yellow oilskin", "rows out"):
         assert fact in prompt
     again = await _env([]).run(llm.write_scene, SCENE)

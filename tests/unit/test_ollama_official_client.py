@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import httpx
@@ -76,3 +77,46 @@ async def test_mid_stream_error_is_a_response_error_without_status(
             got.append(part.response)
     assert info.value.status_code == -1 and "error was encountered" in info.value.error
     assert len(got) == 2
+
+
+async def test_no_header_arrives_before_the_first_token_under_a_load_delay(
+    ollama_emulator: OllamaEmulator,
+) -> None:
+    # Protocol §4 rule 1: nothing, not even the status line, before the first chunk exists.
+    ollama_emulator.set_faults({"load_delay": 100, "prompt_delay": 50})  # 1 s + 0.5 s (scaled)
+    loop = asyncio.get_running_loop()
+    seen: list[tuple[float, int, int]] = []
+
+    async def on_headers(response: httpx.Response) -> None:
+        stats = ollama_emulator.stats
+        seen.append((loop.time(), stats["loads"], stats.get("generations", 0)))
+
+    client = ollama.AsyncClient(host=ollama_emulator.url, timeout=httpx.Timeout(10.0),
+                                event_hooks={"response": [on_headers]})
+    try:
+        for model, think in (("llama3.2", None), ("qwen3", True)):
+            ollama_emulator.core.models.loaded.clear()  # cold again: pay the load delay
+            seen.clear()
+            sent = loop.time()
+            stream = await client.generate(model=model, prompt="a fox", stream=True, think=think)
+            first = await anext(aiter(stream))
+            assert first.response or first.thinking
+            (at, loads, generations), = seen
+            assert at - sent >= 1.5 * 0.99  # headers came after the load and the prompt
+            assert loads >= 1 and generations >= 1  # ...once the model had its first chunk
+            async for _ in stream:
+                pass
+    finally:
+        await client._client.aclose()
+
+
+async def test_a_thinking_model_can_answer_only_in_thinking(
+    ollama_emulator: OllamaEmulator, official: ollama.AsyncClient,
+) -> None:
+    ollama_emulator.set_faults({"answer_in_thinking": ["qwen3"]})
+    parts = [p async for p in await official.generate(
+        model="qwen3", prompt="a fox", format="json", stream=True)]
+    assert parts[-1].done and "".join(p.response for p in parts) == ""
+    assert "".join(p.thinking or "" for p in parts).count("{") >= 1
+    told = await official.generate(model="qwen3", prompt="a fox", format="json", think=False)
+    assert told.response.startswith("{") and not told.thinking
