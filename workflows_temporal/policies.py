@@ -104,7 +104,11 @@ STEPS: dict[str, StepPolicy] = {
         LLM_QUEUE, timedelta(minutes=10), _SERVICE_RETRY, heartbeat=timedelta(seconds=10)
     ),
     "upsert_characters": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
-    "free_llm_vram": StepPolicy(LLM_QUEUE, timedelta(seconds=60), _retry(3)),
+    # Every LLM activity heartbeats on a timer (activities/heartbeat.py), so a heartbeat timeout
+    # notices a dead worker in seconds and never fires on a slow but live model.
+    "free_llm_vram": StepPolicy(
+        LLM_QUEUE, timedelta(seconds=60), _retry(3), heartbeat=timedelta(seconds=10)
+    ),
     "render": StepPolicy(
         IMAGE_QUEUE,
         timedelta(minutes=30),
@@ -116,7 +120,9 @@ STEPS: dict[str, StepPolicy] = {
     # RetryImageWorkflow (issue 5): what a node's image was made from.
     "load_image_params": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
     # Story memory (issue 6): optional steps, so few attempts; a failure never fails a scene.
-    "embed_texts": StepPolicy(LLM_QUEUE, timedelta(minutes=2), _retry(3, 2.0, 30.0)),
+    "embed_texts": StepPolicy(
+        LLM_QUEUE, timedelta(minutes=2), _retry(3, 2.0, 30.0), heartbeat=timedelta(seconds=10)
+    ),
     "store_embedding": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
     "recall_memories": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
 }
