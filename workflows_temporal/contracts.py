@@ -288,6 +288,10 @@ class AttachImageInput(BaseModel):
     seed: int | None = None
     note: str | None = None  # a fallback or an event worth recording on the node
     prompt: str | None = None  # the positive image prompt, kept for `storyloom retry-image`
+    # The image settings of the render (kept for retry-image); None: not known / template default.
+    checkpoint: str | None = None
+    image_width: int | None = None
+    image_height: int | None = None
 
 
 # ---- RetryImageWorkflow: render a node's illustration again ------------------------------

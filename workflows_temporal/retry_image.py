@@ -9,6 +9,8 @@ Like SceneWorkflow, a render failing for good is recorded on the node, not raise
 
 from __future__ import annotations
 
+from typing import Any
+
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
@@ -69,6 +71,12 @@ class RetryImageWorkflow:
         if template == REFERENCE_TEMPLATE:  # its reference upload belongs to the scene's cast
             template = req.template
         seed = params.seed if params.seed is not None else 0
+        # The node's own settings win: the picture is rendered again as it was first made.
+        checkpoint = params.checkpoint or req.checkpoint
+        width = params.image_width or req.image_width
+        height = params.image_height or req.image_height
+        settings: dict[str, Any] = {"checkpoint": checkpoint, "image_width": width,
+                                    "image_height": height}
         base = SceneResult(
             story_id=params.story_id, node_id=params.node_id,
             workflow_id=workflow.info().workflow_id, title=params.title,
@@ -87,9 +95,7 @@ class RetryImageWorkflow:
                 "render",
                 RenderInput(workflow_id=workflow.info().workflow_id, node_id=params.node_id,
                             template=template, positive=prompt, seed=seed,
-                            checkpoint=params.checkpoint or req.checkpoint,
-                            width=params.image_width or req.image_width,
-                            height=params.image_height or req.image_height),
+                            checkpoint=checkpoint, width=width, height=height),
                 f"render again: {template} seed {seed}",
                 RenderResult,
                 cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
@@ -101,7 +107,7 @@ class RetryImageWorkflow:
             reason = failure_reason(err)
             await self._attach(AttachImageInput(
                 node_id=params.node_id, status=ImageStatus.FAILED, error=reason, seed=seed,
-                template=template, prompt=prompt,
+                template=template, prompt=prompt, **settings,
                 note=f"retry-image {req.attempt}: failed again: {reason}",
             ))
             return base.model_copy(update={"image_error": reason})
@@ -111,7 +117,7 @@ class RetryImageWorkflow:
         await self._attach(AttachImageInput(
             node_id=params.node_id, status=ImageStatus.DONE, image_path=rendered.image_path,
             sha256=rendered.sha256, prompt_id=rendered.prompt_id, template=rendered.template,
-            seed=seed, prompt=prompt, note=note,
+            seed=seed, prompt=prompt, note=note, **settings,
         ))
         self._stage = "done"
         return base.model_copy(update={

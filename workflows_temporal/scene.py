@@ -68,6 +68,15 @@ def _seconds(start: datetime, end: datetime) -> float:
     return round((end - start).total_seconds(), 3)
 
 
+def _image_settings(req: SceneRequest) -> dict[str, Any]:
+    """The request's image settings as AttachImageInput fields (kept on the node)."""
+    return {
+        "checkpoint": req.checkpoint,
+        "image_width": req.image_width,
+        "image_height": req.image_height,
+    }
+
+
 def _check_request(req: SceneRequest) -> None:
     """Refuse a request the starter should have completed: the workflow reads no settings."""
     if not req.model:
@@ -314,6 +323,7 @@ class SceneWorkflow:
                     seed=seed,
                     note=self._note,
                     prompt=positive,
+                    **_image_settings(req),
                 )
             )
             return result.model_copy(
@@ -334,6 +344,7 @@ class SceneWorkflow:
                 seed=seed,
                 note=note,
                 prompt=positive,
+                **_image_settings(req),
             )
         )
         return result.model_copy(

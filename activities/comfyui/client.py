@@ -256,10 +256,11 @@ def _history_status(entry: dict[str, Any]) -> JobStatus:
     ``status_str`` or without ``messages`` is completed: a finished job is never read as failed
     because a field is missing.
     """
-    status = entry.get("status") if isinstance(entry.get("status"), dict) else {}
-    raw_outputs = entry.get("outputs")
-    outputs = dict(raw_outputs) if isinstance(raw_outputs, dict) else {}
-    messages = status.get("messages") if isinstance(status.get("messages"), list) else []
+    raw_status, raw_outputs = entry.get("status"), entry.get("outputs")
+    status: dict[str, Any] = raw_status if isinstance(raw_status, dict) else {}
+    outputs: dict[str, Any] = dict(raw_outputs) if isinstance(raw_outputs, dict) else {}
+    raw_messages = status.get("messages")
+    messages: list[Any] = raw_messages if isinstance(raw_messages, list) else []
     last_type, last_data = "", {}
     if messages and isinstance(messages[-1], list | tuple) and len(messages[-1]) == 2:
         last_type, last_data = str(messages[-1][0]), messages[-1][1]

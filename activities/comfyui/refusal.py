@@ -22,6 +22,10 @@ __all__ = ["validation_error"]
 _HINT = "Fix the template or its parameters; resubmitting the same graph fails the same way"
 
 
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _text(value: Any) -> str:
     return value if isinstance(value, str) else json.dumps(value, default=str)[:300]
 
@@ -36,10 +40,11 @@ def _node_problems(node_errors: Any, graph: dict[str, Any]) -> list[dict[str, st
         known = graph.get(str(node_id))
         class_type = node.get("class_type") or (known.get("class_type")
                                                 if isinstance(known, dict) else None)
-        errors = node.get("errors") if isinstance(node.get("errors"), list) else [node]
+        raw_errors = node.get("errors")
+        errors: list[Any] = raw_errors if isinstance(raw_errors, list) else [node]
         for item in errors:
             item = item if isinstance(item, dict) else {"message": _text(item)}
-            extra = item.get("extra_info") if isinstance(item.get("extra_info"), dict) else {}
+            extra = _dict(item.get("extra_info"))
             details = _text(item.get("details", ""))
             message = _text(item.get("message", ""))
             problems.append({
@@ -71,7 +76,7 @@ def validation_error(
         kind = str(error.get("type") or "invalid")
         said = _text(error.get("message") or "")
         if not problems:
-            extra = error.get("extra_info") if isinstance(error.get("extra_info"), dict) else {}
+            extra = _dict(error.get("extra_info"))
             problems.append({
                 "node_id": str(extra.get("node_id") or "-"),
                 "class_type": str(extra.get("class_type") or "-"),

@@ -67,6 +67,10 @@ class ImagesPart(Transactions):
             node.image_seed = inp.seed
             if inp.prompt is not None:  # kept across attaches that do not know it
                 node.image_prompt = inp.prompt
+            settings = {"checkpoint": inp.checkpoint, "width": inp.image_width,
+                        "height": inp.image_height}
+            if any(v is not None for v in settings.values()):  # kept like the prompt
+                node.image_settings = settings
             if inp.note:
                 append_note(node, inp.note)
             if inp.status is ImageStatus.DONE and inp.image_path and inp.sha256:
@@ -86,11 +90,14 @@ class ImagesPart(Transactions):
         StoreError (final) if there is no such node."""
         async with self.reading() as s:
             node = await require_node(s, node_id)
+            settings = node.image_settings or {}
             return ImageParams(
                 node_id=node.id, story_id=node.story_id, workflow_id=node.workflow_id,
                 title=node.title, text=node.text, model=node.model,
                 image_status=ImageStatus(node.image_status), template=node.image_template,
                 seed=node.image_seed, prompt=node.image_prompt,
+                checkpoint=settings.get("checkpoint"), image_width=settings.get("width"),
+                image_height=settings.get("height"),
             )
 
     async def set_image_status(self, node_id: str, status: ImageStatus) -> None:

@@ -115,6 +115,8 @@ class Node(Base):
     image_template: Mapped[str | None] = mapped_column(Text)
     image_seed: Mapped[int | None] = mapped_column(SeedType)
     image_prompt: Mapped[str | None] = mapped_column(Text)
+    # {"checkpoint", "width", "height"} the illustration was rendered with (None: not recorded)
+    image_settings: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     notes: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     summary_embedding: Mapped[list[float] | None] = mapped_column(JSON)
     created_at: Mapped[datetime] = mapped_column(UtcDateTime, default=utcnow)

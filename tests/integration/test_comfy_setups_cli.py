@@ -149,3 +149,29 @@ async def test_a_cancel_during_a_30_s_node_ends_the_scene_cancelled(stack: Servi
     assert job["status"] == "cancelled", job
     stats = await _get(stack.comfy_url + "/_emulator/stats")
     assert stats["executed_by_prompt"][prompt_id] == 1  # posted once, never run again
+
+
+async def test_retry_image_renders_with_the_settings_the_node_was_made_with(
+    stack: Services
+) -> None:
+    await _faults(stack, {"error_at_node": "KSampler"})
+    try:
+        run = await _storyloom(stack, "scene", DIRECTION, "--json", env={
+            "STORYLOOM_CHECKPOINT": SDXL, "STORYLOOM_IMAGE_WIDTH": "256",
+            "STORYLOOM_IMAGE_HEIGHT": "384"})
+    finally:
+        await _faults(stack, {})
+    assert run.returncode == 0, run.stderr
+    failed = SceneResult.model_validate_json(run.stdout)
+    assert failed.image_status == "failed"
+    # The retry runs under other settings; the node's own win.
+    retry = await _storyloom(stack, "retry-image", failed.node_id, "--json",
+                             env={"STORYLOOM_IMAGE_WIDTH": "640"})
+    assert retry.returncode == 0, (retry.stdout, retry.stderr)
+    row = _node_row(stack.db_file, failed.node_id)
+    assert row["image_status"] == "done"
+    assert png_size(Path(row["image_path"]).read_bytes()) == (256, 384)
+    prompt_id = row["image_prompt_id"]
+    graph = (await _get(f"{stack.comfy_url}/history/{prompt_id}"))[prompt_id]["prompt"][2]
+    assert [n["inputs"]["ckpt_name"] for n in graph.values()
+            if n["class_type"] == "CheckpointLoaderSimple"] == [SDXL]

@@ -17,7 +17,7 @@ from activities.store.db import Store, open_store, upgrade
 from activities.store.models import Base
 
 TABLES = {"stories", "nodes", "characters", "node_characters", "assets", "render_leases"}
-HEAD = "0002"  # the newest migration
+HEAD = "0003"  # the newest migration
 
 
 # ---- schema ---------------------------------------------------------------------------------
