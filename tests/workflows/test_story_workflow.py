@@ -114,3 +114,17 @@ async def test_long_story_continues_as_new_and_keeps_the_chain(harness: Harness)
     first_run = harness.client.get_workflow_handle(handle.id, run_id=handle.first_execution_run_id)
     assert (await first_run.describe()).status is WorkflowExecutionStatus.CONTINUED_AS_NEW
     assert (await handle.describe()).status is WorkflowExecutionStatus.COMPLETED
+
+
+async def test_every_scene_renders_with_the_image_settings_the_story_started_with(
+    harness: Harness,
+) -> None:
+    count = SCENES_PER_RUN + 1  # across a continue-as-new too
+    req = story([f"part {i}" for i in range(count)], checkpoint="sd_xl_base_1.0.safetensors",
+                image_width=320, image_height=192)
+    handle = await start(harness, req)
+    await handle.result()
+    renders = [harness.studio.inputs("render", scene_workflow_id(handle.id, i))[-1]
+               for i in range(count)]
+    assert {(r.checkpoint, r.width, r.height) for r in renders} == {
+        ("sd_xl_base_1.0.safetensors", 320, 192)}
