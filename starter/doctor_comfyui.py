@@ -13,7 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from activities.comfyui.graph_check import check_node
-from activities.templates import WorkflowManager
+from activities.errors import TemplateError
+from activities.templates import Parameter, WorkflowManager
 from starter.clients import comfy_client
 from starter.doctor import Check
 from starter.settings import Settings
@@ -33,6 +34,17 @@ def checkpoint_names(definition: dict[str, Any]) -> list[str]:
     return [str(n) for n in options.get("options", [])]
 
 
+def _sample_params(parameters: dict[str, Parameter], values: dict[str, Any]) -> dict[str, Any]:
+    """The configured values plus a stand-in for each value filled per render (prompt text,
+    reference image), so the manifest can check the configured ones."""
+    params = {k: v for k, v in values.items() if k in parameters and v is not None}
+    for pname, param in parameters.items():
+        if param.required and param.default is None and pname not in params:
+            params[pname] = {"int": int(param.min or 0), "float": float(param.min or 0)}.get(
+                param.type, param.choices[0] if param.choices else "doctor")
+    return params
+
+
 def _in_use(settings: Settings, manager: WorkflowManager) -> list[str]:
     names = [settings.template]
     if REFERENCE_TEMPLATE in manager.names() and REFERENCE_TEMPLATE not in names:
@@ -49,9 +61,15 @@ async def _template(
     except Exception as exc:  # noqa: BLE001 - an unknown STORYLOOM_TEMPLATE is a FAIL line
         return [Check("template", False, str(exc), "set STORYLOOM_TEMPLATE to one of: "
                       + ", ".join(manager.names()))], None
-    graph = manager.graph(name)
     values = {"checkpoint": settings.checkpoint or None, "width": settings.image_width,
               "height": settings.image_height}
+    try:  # the manifest's own limits (a render would refuse these before submitting)
+        manager.render(name, _sample_params(manifest.parameters, values))
+    except TemplateError as exc:
+        return [Check("template", False, f"{name}: {exc}",
+                      "set STORYLOOM_IMAGE_WIDTH/HEIGHT or STORYLOOM_CHECKPOINT within the "
+                      "template's limits")], None
+    graph = manager.graph(name)
     skip: set[tuple[str, str]] = set()
     checkpoint: str | None = None
     for pname, param in manifest.parameters.items():

@@ -50,11 +50,12 @@ async def test_a_checkpoint_not_on_the_server_is_named_as_such_not_as_a_custom_n
 async def test_a_size_the_template_refuses_is_a_template_line(
     comfy_emulator: Any, tmp_path: Path
 ) -> None:
-    checks = await comfyui_checks(settings_for(comfy_emulator.url, tmp_path,
-                                               image_width=99999))
-    failed = [c for c in checks if not c.ok]
-    assert failed and all(c.name == "template" for c in failed), report(checks)
-    assert "99999" in failed[0].detail and "STORYLOOM_IMAGE_WIDTH" in failed[0].fix
+    for width in (99999, 4000):  # above the server's limit; above only the manifest's 2048
+        checks = await comfyui_checks(settings_for(comfy_emulator.url, tmp_path,
+                                                   image_width=width))
+        failed = [c for c in checks if not c.ok]
+        assert failed and all(c.name == "template" for c in failed), report(checks)
+        assert str(width) in failed[0].detail and "STORYLOOM_IMAGE_WIDTH" in failed[0].fix
 
 
 def test_checkpoint_names_reads_both_combo_forms() -> None:
