@@ -16,6 +16,7 @@ hardware. So storyloom decides per model, from its capabilities, cached per clie
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import Literal
@@ -25,6 +26,8 @@ from activities.ollama.failures import SERVICE
 from activities.ollama.payloads import normalise_name
 
 __all__ = ["THINK_LEVELS", "CapabilityCache", "ThinkChoice", "think_field"]
+
+logger = logging.getLogger("storyloom.ollama")
 
 ThinkChoice = bool | Literal["auto", "low", "medium", "high", "max"] | None
 THINK_LEVELS = ("low", "medium", "high", "max")
@@ -56,7 +59,8 @@ class CapabilityCache:
     """``capabilities`` per model (normalised ``name:tag``), from ``show``, kept ``ttl_s``.
 
     ``show(model)`` returns the ``/api/show`` object and raises the client's typed errors
-    (ModelNotFound for a model that is not installed). ``None``: the server did not say.
+    (ModelNotFound for a model that is not installed). ``None``: the server did not say (before
+    v0.6.4), or refused ``/api/show`` with a 4xx (a proxy forwarding only some routes).
     """
 
     def __init__(
@@ -72,7 +76,11 @@ class CapabilityCache:
         now = time.monotonic()
         if hit is not None and now - hit[0] < self._ttl_s:
             return hit[1]
-        reply = await self._show(model)
+        try:
+            reply = await self._show(model)
+        except BadRequest as exc:  # a proxy that forwards only some routes: decide without it
+            logger.warning("cannot read the capabilities of %s: %s", model, exc.describe())
+            reply = {}
         raw = reply.get("capabilities") if isinstance(reply, dict) else None
         caps = frozenset(str(c) for c in raw) if isinstance(raw, list) else None
         self._known[key] = (now, caps)

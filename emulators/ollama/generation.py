@@ -1,4 +1,5 @@
-"""/api/generate and /api/chat in the emulator: validation, load/unload, streamed or whole text."""
+"""/api/generate and /api/chat in the emulator: load/unload, then the answer, streamed or whole
+(the request checks live in ``requests``)."""
 
 from __future__ import annotations
 
@@ -9,105 +10,26 @@ import time
 import zlib
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
 from aiohttp import web
 
 from emulators.ollama import wire
-from emulators.ollama.catalogue import ModelSpec, valid_name
 from emulators.ollama.prose import prose_sentences, prose_tokens, seed_of, split_tokens
-from emulators.ollama.shapes import fill_schema, format_error, wrap_structured
-from emulators.ollama.state import Core, check_options, parse_keep_alive
+from emulators.ollama.requests import Job, admit_request
+from emulators.ollama.shapes import fill_schema, wrap_structured
+from emulators.ollama.state import Core
 
 __all__ = ["handle_generation"]
 
-_GENERATE_FIELDS: dict[str, tuple[type, ...]] = {
-    "model": (str,), "prompt": (str,), "system": (str,), "template": (str,), "suffix": (str,),
-    "stream": (bool,), "raw": (bool,), "options": (dict,), "images": (list,), "context": (list,),
-    "think": (bool, str),
-}
-_CHAT_FIELDS: dict[str, tuple[type, ...]] = {
-    "model": (str,), "messages": (list,), "tools": (list,), "stream": (bool,),
-    "options": (dict,), "think": (bool, str),
-}
 # options that cut or place the answer but do not change which words are drawn
 _NOT_SAMPLING = {"stop", "num_predict", "num_ctx", "num_batch", "num_gpu", "num_thread",
                  "main_gpu", "use_mmap", "num_keep"}
-_THINK_LEVELS = {"low", "medium", "high", "max"}
 _RUN_ERROR = "an error was encountered while running the model: unexpected EOF"
 
 
-@dataclass
-class _Job:
-    chat: bool
-    sent_model: str
-    spec: ModelSpec
-    prompt: str
-    stream: bool
-    options: dict[str, Any]
-    fmt: Any
-    think: bool
-    keep_alive: float | None
-    raw: bool
-    started: float
-
-
-def _reject(core: Core, body: dict[str, Any], chat: bool, started: float) -> web.Response | _Job:
-    """Every 4xx/5xx a request can earn before scheduling, in the server's order."""
-    struct = "ChatRequest" if chat else "GenerateRequest"
-    bad = wire.type_error(struct, body, _CHAT_FIELDS if chat else _GENERATE_FIELDS)
-    if bad:
-        return wire.error(400, bad)
-    model = body.get("model") or ""
-    if not model:
-        return wire.error(400, "model is required") if chat else wire.error(404, "model '' not found")
-    if not valid_name(model):
-        return wire.error(400, "invalid model name")
-    spec = core.models.lookup(model)
-    if spec is None:
-        return wire.error(404, f"model '{model}' not found")
-    try:
-        keep_alive = parse_keep_alive(body.get("keep_alive"))
-    except ValueError as exc:
-        return wire.error(400, str(exc))
-    if spec.is_embedding:
-        return wire.error(400, f'"{model}" does not support {"chat" if chat else "generate"}')
-    think_raw = body.get("think")
-    if isinstance(think_raw, str) and think_raw not in _THINK_LEVELS:
-        return wire.error(400, f'invalid think value: "{think_raw}" (must be "high", "medium", '
-                               '"low", "max", true, or false)')
-    thinks = "thinking" in spec.capabilities
-    always = spec.full_name in core.names("think_always")  # gpt-oss thinks whatever it is told
-    if think_raw not in (None, False) and not thinks:
-        return wire.error(400, f'"{model}" does not support thinking')
-    if chat and body.get("tools") and "tools" not in spec.capabilities:
-        return wire.error(400, f"{spec.full_name} does not support tools")
-    if body.get("raw") and (body.get("template") or body.get("system") or body.get("context")):
-        return wire.error(400, "raw mode does not support template, system, or context")
-    fmt_problem = format_error(body.get("format"))
-    if fmt_problem:
-        return wire.error(500, fmt_problem)
-    options = body.get("options") or {}
-    opt_problem = check_options(options)
-    if opt_problem:
-        return wire.error(500, opt_problem)
-    if chat:
-        messages = [m for m in body.get("messages") or [] if isinstance(m, dict)]
-        prompt = "\n".join(f"{m.get('role', '')}: {m.get('content', '')}" for m in messages)
-    else:
-        prompt = (body.get("system") or "") + "\n" + (body.get("prompt") or "")
-        prompt = prompt.strip("\n")
-    return _Job(
-        chat=chat, sent_model=model, spec=spec, prompt=prompt,
-        stream=body.get("stream", True) is not False, options=options, fmt=body.get("format"),
-        think=thinks and (think_raw is not False or always), keep_alive=keep_alive,
-        raw=bool(body.get("raw")), started=started,
-    )
-
-
-def _shape(job: _Job, text: str = "", thinking: str = "") -> dict[str, Any]:
+def _shape(job: Job, text: str = "", thinking: str = "") -> dict[str, Any]:
     line: dict[str, Any] = {"model": job.sent_model, "created_at": wire.created_at()}
     if job.chat:
         message: dict[str, Any] = {"role": "assistant", "content": text}
@@ -121,7 +43,7 @@ def _shape(job: _Job, text: str = "", thinking: str = "") -> dict[str, Any]:
     return line
 
 
-def _batches(core: Core, job: _Job) -> Iterator[tuple[str, list[str]]]:
+def _batches(core: Core, job: Job) -> Iterator[tuple[str, list[str]]]:
     """("thinking"|"text", tokens) batches, deterministic in model, prompt, format, sampling."""
     sampling = {k: v for k, v in job.options.items() if k not in _NOT_SAMPLING}
     seed = seed_of(job.spec.full_name, job.prompt, job.fmt, sampling)
@@ -158,7 +80,7 @@ def _cut_at_stop(batch: list[str], stops: list[str], tail: str) -> tuple[list[st
     return kept, tail, False
 
 
-def _chunks(core: Core, job: _Job, result: dict[str, Any]) -> Iterator[tuple[str, str]]:
+def _chunks(core: Core, job: Job, result: dict[str, Any]) -> Iterator[tuple[str, str]]:
     """Lines of ``tokens_per_chunk`` tokens, cut by num_predict (reason length) and ``stop``."""
     cap = job.options.get("num_predict")
     cap = int(cap) if isinstance(cap, (int, float)) and cap >= 0 else None
@@ -193,7 +115,7 @@ def _chunks(core: Core, job: _Job, result: dict[str, Any]) -> Iterator[tuple[str
     result["eval_count"] = emitted
 
 
-def _final(job: _Job, result: dict[str, Any], prompt_ids: list[int]) -> dict[str, Any]:
+def _final(job: Job, result: dict[str, Any], prompt_ids: list[int]) -> dict[str, Any]:
     line = _shape(job)
     line.update(done=True, done_reason=result["reason"])
     if not job.chat and not job.raw:
@@ -211,7 +133,7 @@ def _final(job: _Job, result: dict[str, Any], prompt_ids: list[int]) -> dict[str
     return line
 
 
-async def _whole(core: Core, job: _Job, request: web.Request, result: dict[str, Any],
+async def _whole(core: Core, job: Job, request: web.Request, result: dict[str, Any],
                  prompt_ids: list[int]) -> web.StreamResponse:
     text: list[str] = []
     thinking: list[str] = []
@@ -233,7 +155,7 @@ async def _whole(core: Core, job: _Job, request: web.Request, result: dict[str, 
     return wire.json_response(line)
 
 
-async def _streamed(core: Core, job: _Job, request: web.Request, result: dict[str, Any],
+async def _streamed(core: Core, job: Job, request: web.Request, result: dict[str, Any],
                     prompt_ids: list[int]) -> web.StreamResponse:
     resp: web.StreamResponse | None = None
     sent = 0
@@ -278,7 +200,7 @@ async def _streamed(core: Core, job: _Job, request: web.Request, result: dict[st
 
 
 async def _empty_answer(
-    core: Core, job: _Job, request: web.Request, reason: str
+    core: Core, job: Job, request: web.Request, reason: str
 ) -> web.StreamResponse:
     """The ``empty_answers`` fault: a finished answer with no text and ``done_reason``.
     ``load``/``unload`` replies are one JSON object even when streamed (§2.5)."""
@@ -307,7 +229,7 @@ async def handle_generation(core: Core, request: web.Request, body: Any) -> web.
         kind = "array" if isinstance(body, list) else "value"
         name = "ChatRequest" if chat else "GenerateRequest"
         return wire.error(400, f"json: cannot unmarshal {kind} into Go value of type api.{name}")
-    job = _reject(core, body, chat, started)
+    job = admit_request(core, body, chat, started)
     if isinstance(job, web.Response):
         return job
     empty = not body.get("messages") if chat else not body.get("prompt")

@@ -303,7 +303,7 @@ class Core:
         if not left:
             return None
         self.faults["empty_answers"] = left[1:]
-        return left[0]
+        return str(left[0])
 
     def take_busy(self) -> bool:
         """Consume one armed 503 (``busy_next``); True when this request must get it."""

@@ -14,6 +14,7 @@ from temporalio.testing import ActivityEnvironment
 from activities.errors import BadRequest
 from activities.ollama.activities import LlmActivities
 from activities.ollama.client import OllamaClient
+from activities.ollama.thinking import CapabilityCache
 from emulators.ollama import OllamaEmulator
 from workflows_temporal.contracts import ExtractCastInput, WriteProgress, WriteSceneInput
 
@@ -157,3 +158,22 @@ async def test_think_true_to_a_model_that_cannot_think_is_refused_before_sending
     assert _generations(ollama_emulator) == []  # Ollama would have answered 400
     leveled = await llm.client.generate("qwen3", "x", think="low")
     assert leveled.thinking and _generations(ollama_emulator)[-1]["think"] == "low"
+
+
+async def test_capabilities_unknown_to_the_server_send_no_think(
+    ollama_emulator: OllamaEmulator, llm: LlmActivities,
+) -> None:
+    # A server before v0.6.4 has no `capabilities`; a proxy may refuse /api/show with a 4xx.
+    async def old_show(model: str) -> dict[str, object]:
+        return {"details": {"family": "qwen3"}}
+
+    llm.client.capabilities = CapabilityCache(old_show)
+    await llm.client.generate("qwen3", "x")
+    assert "think" not in _generations(ollama_emulator)[-1]
+
+    async def refused(model: str) -> dict[str, object]:
+        raise BadRequest("HTTP 403: (empty body)", status=403)
+
+    llm.client.capabilities = CapabilityCache(refused)
+    await llm.client.generate("qwen3", "x")
+    assert "think" not in _generations(ollama_emulator)[-1]
