@@ -116,3 +116,14 @@ async def test_unload_leaves_api_ps(ollama_target: OllamaTarget, ollama: OllamaC
     loaded = {normalise_name(m.full_name) for m in await ollama.loaded_models()}
     assert normalise_name(ollama_target.model) not in loaded
     await ollama.unload(ollama_target.model, deadline_s=10.0)  # idempotent
+
+
+async def test_capabilities_are_read_and_the_answer_lands_in_response(
+    ollama_target: OllamaTarget, ollama: OllamaClient
+) -> None:
+    # /api/show lists capabilities from v0.6.4; storyloom sends think=false to thinking models.
+    caps = await ollama.capabilities.of(ollama_target.model)
+    assert caps is None or "completion" in caps
+    result = await ollama.generate(ollama_target.model, "Say hello in three words.",
+                                   options={"num_predict": 256})
+    assert result.text.strip(), (caps, result.thinking[:200])
