@@ -93,6 +93,24 @@ async def test_thinking_model_that_answers_in_thinking_writes_and_illustrates(
     assert all(c.get("think") is False for c in calls), calls
 
 
+async def test_a_scene_answered_only_in_thinking_fails_and_says_so(stack: Services) -> None:
+    # A model that thinks whatever it is told (gpt-oss style) and leaves `response` empty: no
+    # empty "Untitled" scene is saved, the command exits 1 and says what came back.
+    with sqlite3.connect(stack.db_file) as db:
+        nodes_before = db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0]
+    await stack.emulator_post(stack.ollama_url, {"answer_in_thinking": ["qwen3"],
+                                                 "think_always": ["qwen3"]})
+    try:
+        run = await stack.storyloom("scene", DIRECTION, "--model", "qwen3")
+    finally:
+        await stack.emulator_post(stack.ollama_url, {})
+    assert run.returncode == 1, (run.stdout, run.stderr)
+    said = run.stdout + run.stderr
+    assert "thinking" in said and "qwen3" in said, said
+    with sqlite3.connect(stack.db_file) as db:
+        assert db.execute("SELECT COUNT(*) FROM nodes").fetchone()[0] == nodes_before
+
+
 @pytest.mark.parametrize("wrap", ["fence", "string", "prose"])
 async def test_wrapped_structured_output_still_gives_the_picture(
     stack: Services, wrap: str,
