@@ -9,7 +9,8 @@ cache leaks from one configuration into the next):
 * one ``storyloom worker --role image`` per GPU, with that GPU's ComfyUI URL: ``--gpu gI`` when
   the GPU scheduler exists (each GPU its own queue); before it, every image worker polls the one
   default image queue, which is how more than one GPU could be served then.
-* one ``worker --role llm`` and one ``worker --role db`` (which also run the workflows).
+* one ``worker --role llm`` and one ``worker --role db`` (which also run the workflows), both
+  pointed at GPU 0's ComfyUI (with the scheduler, the LLM side frees that card with ``/free``).
 """
 
 from __future__ import annotations
@@ -148,9 +149,11 @@ async def start_rig(gpus: int, *, shared: bool) -> Rig:
         await _wait_for(log, f"listening on {comfy_urls[-1]}", emulators, 60)
         mode = "shared" if shared else "separate"
         scheduled = has_scheduler()
+        # the LLM's machine is GPU 0's in shared mode: its worker frees that ComfyUI's VRAM
         plan: list[tuple[str, list[str], dict[str, str]]] = [
-            ("llm", ["--role", "llm"], {"STORYLOOM_GPU_SHARING": mode}),
-            ("db", ["--role", "db"], {}),
+            ("llm", ["--role", "llm"], {"STORYLOOM_GPU_SHARING": mode,
+                                        "STORYLOOM_COMFYUI_URL": comfy_urls[0]}),
+            ("db", ["--role", "db"], {"STORYLOOM_COMFYUI_URL": comfy_urls[0]}),
         ]
         for i, url in enumerate(comfy_urls):
             sharing = "shared" if shared and i == 0 else "separate"
