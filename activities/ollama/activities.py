@@ -51,7 +51,7 @@ def _llm_activity(
         with call_context(workflow_id=info.workflow_id, attempt=info.attempt,
                           activity=info.activity_type):
             try:
-                async with heartbeating(self.heartbeat_every_s, WriteProgress(model=inp.model)):
+                async with heartbeating(self.heartbeat_every_s):
                     return await fn(self, inp)
             except StoryloomError as exc:
                 raise to_application_error(exc) from exc
@@ -154,6 +154,7 @@ class LlmActivities:
         """Characters (by the names in the text), setting and a visual prompt, as JSON-schema
         structured output. StructuredOutputError and EmptyAnswer are final: at temperature 0 a
         retry repeats them."""
+        report(WriteProgress(model=inp.model))
         cast = await self.client.generate_json(
             inp.model, cast_prompt(inp), SceneCast, seed=inp.seed, temperature=0.0
         )
