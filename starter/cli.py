@@ -288,13 +288,15 @@ def export(
     = False,
     path: Annotated[str | None, typer.Option(help="Only the path from the root to this node")]
     = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Write the storybook into a folder that holds other files")] = False,
 ) -> None:
     """Export a story: a self-contained HTML storybook (--html DIR) and/or Markdown."""
     from starter.export_command import STDOUT, run_export
 
     if file is not None and not markdown:
         raise CliFailure(f"{file} is a Markdown file name: add --markdown", EXIT_USAGE)
-    _run(run_export, _settings("cli"), story, html_dir=html, path_to=path,
+    _run(run_export, _settings("cli"), story, html_dir=html, path_to=path, force=force,
          markdown=(str(file) if file else STDOUT) if markdown else None)
 
 

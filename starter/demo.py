@@ -106,8 +106,9 @@ async def _export(settings: Settings, story_id: str) -> tuple[Path, Path]:
     finally:
         await store.close()
     book_dir = settings.data_dir / "storybook"
-    write_html(book, book_dir)
-    notes = write_markdown(book, settings.data_dir / f"story-{story_id}.md")
+    home = settings.data_dir  # the book and the notes link to media/: one copy of each picture
+    write_html(book, book_dir, home=home, force=True)
+    notes = write_markdown(book, settings.data_dir / f"story-{story_id}.md", home=home)
     return book_dir, notes
 
 

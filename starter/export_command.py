@@ -8,7 +8,7 @@ from pathlib import Path
 from activities.errors import StoreError
 from starter.book import load_book
 from starter.console import count
-from starter.export_html import write_html
+from starter.export_html import NotABookFolder, write_html
 from starter.export_markdown import render_markdown, write_markdown
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
@@ -25,6 +25,7 @@ async def run_export(
     html_dir: Path | None = None,
     markdown: str | None = None,
     path_to: str | None = None,
+    force: bool = False,
 ) -> int:
     """Export the story (or its path to ``path_to``); exit 2 when the story/node is unknown."""
     if html_dir is None and markdown is None:
@@ -43,11 +44,14 @@ async def run_export(
     finally:
         await store.close()
     if html_dir is not None:
-        page = write_html(book, html_dir)
+        try:
+            page = write_html(book, html_dir, home=settings.data_dir, force=force)
+        except NotABookFolder as exc:
+            raise CliFailure(str(exc), EXIT_USAGE) from exc
         print(f"storybook: {page} ({count(len(book.scenes), 'scene')})", file=sys.stderr)
     if markdown == STDOUT:
         sys.stdout.write(render_markdown(book))
     elif markdown is not None:
-        notes = write_markdown(book, Path(markdown))
+        notes = write_markdown(book, Path(markdown), home=settings.data_dir)
         print(f"markdown: {notes}", file=sys.stderr)
     return EXIT_OK

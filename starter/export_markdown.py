@@ -2,8 +2,10 @@
 
 LLM text is untrusted here too: many Markdown viewers render inline HTML, so ``<`` and ``&``
 are written as entities and Markdown link/heading syntax in titles is backslash-escaped.
-With a file, pictures are copied into ``images/`` beside it (relative links); on stdout the
-links point at the pictures where they are.
+With a file, pictures are linked where storyloom keeps them when the file lies in the data
+directory, and copied into ``images/`` beside it otherwise (relative links); on stdout the
+links point at the pictures where they are. Every scene is a level-2 heading: branches are
+said in words, not by ever smaller headings.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from pathlib import Path
 
 from starter.book import Book, BookScene
 from starter.export_html import ImageShelf
+from workflows_temporal.scene_prompts import is_continuation
 
 __all__ = ["render_markdown", "write_markdown"]
 
@@ -43,8 +46,12 @@ def _picture(scene: BookScene, images: ImageShelf | None) -> str | None:
 
 
 def _scene(book: Book, scene: BookScene, images: ImageShelf | None) -> list[str]:
-    level = "#" * min(2 + (scene.depth if book.path_to is None else 0), 6)
-    out = [f"{level} {_inline(scene.title)}", "", f"*{_inline(scene.direction)}*", ""]
+    out = [f"## {_inline(scene.title)}", ""]
+    parent = book.scene(scene.parent_id) if scene.parent_id else None
+    if parent is not None and len(parent.children) > 1:
+        out += [f"*A branch after “{_inline(parent.title)}”*", ""]
+    if not is_continuation(scene.direction):
+        out += [f"*{_inline(scene.direction)}*", ""]
     if (picture := _picture(scene, images)) is not None:
         out += [picture, ""]
     out += [_text(scene.text.strip()), ""]
@@ -56,9 +63,9 @@ def _scene(book: Book, scene: BookScene, images: ImageShelf | None) -> list[str]
     return out
 
 
-def render_markdown(book: Book, out_dir: Path | None = None) -> str:
-    """The Markdown text; with ``out_dir`` pictures are copied to ``out_dir/images``."""
-    images = ImageShelf(out_dir) if out_dir is not None else None
+def render_markdown(book: Book, out_dir: Path | None = None, home: Path | None = None) -> str:
+    """The Markdown text; with ``out_dir`` pictures are placed as ``ImageShelf`` does."""
+    images = ImageShelf(out_dir, home) if out_dir is not None else None
     lines = [f"# {_inline(book.title)}", "", f"> {_inline(book.premise)}", ""]
     for scene in book.scenes:
         lines += _scene(book, scene, images)
@@ -73,10 +80,11 @@ def render_markdown(book: Book, out_dir: Path | None = None) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(book: Book, path: Path) -> Path:
-    """Write the Markdown file (and ``images/`` beside it); returns ``path``."""
+def write_markdown(book: Book, path: Path, *, home: Path | None = None) -> Path:
+    """Write the Markdown file (and, for pictures from outside ``home``, ``images/`` beside
+    it); returns ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_markdown(book, path.parent), encoding="utf-8")
+    tmp.write_text(render_markdown(book, path.parent, home), encoding="utf-8")
     tmp.replace(path)
     return path

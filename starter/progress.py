@@ -21,7 +21,7 @@ from temporalio.client import Client, WorkflowHandle
 
 from workflows_temporal.contracts import RenderProgress, SceneResult, WriteProgress
 
-__all__ = ["Snapshot", "follow", "render_line", "snapshot"]
+__all__ = ["Snapshot", "failure_message", "follow", "render_line", "snapshot"]
 
 Mode = Literal["rich", "plain", "quiet"]
 _RPC_TIMEOUT = timedelta(seconds=2)
@@ -40,6 +40,18 @@ class Snapshot:
     last_failure: str | None = None
     tokens: int | None = None
     render: RenderProgress | None = None
+
+
+# The server's stand-in for a failure over its size limit; the real one is its (trimmed) cause.
+SIZE_LIMIT_MESSAGE = "Failure exceeds size limit."
+
+
+def failure_message(failure: Any) -> str | None:
+    """The message a user should read of a Temporal ``Failure``: the step's own error, also
+    when the server wrapped it as "Failure exceeds size limit."."""
+    while failure.message == SIZE_LIMIT_MESSAGE and failure.HasField("cause"):
+        failure = failure.cause
+    return failure.message or None
 
 
 def _stage_of(progress: Any) -> str | None:
@@ -74,8 +86,8 @@ async def snapshot(client: Client, handle: WorkflowHandle[Any, Any], started: fl
             "PENDING_ACTIVITY_STATE_"
         ).lower()
         snap.attempt = pa.attempt
-        if pa.HasField("last_failure") and pa.last_failure.message:
-            snap.last_failure = pa.last_failure.message
+        if pa.HasField("last_failure"):
+            snap.last_failure = failure_message(pa.last_failure)
         details = await _decode_details(client, pa)
         if isinstance(details, dict):
             with contextlib.suppress(ValueError):

@@ -11,6 +11,7 @@ import logging
 import sys
 
 from temporalio.client import Client, WorkflowFailureError
+from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.service import RPCError
 
 from activities.errors import StoreError
@@ -22,6 +23,7 @@ from starter.temporal_client import TemporalUnreachable, connect
 from starter.ui_link import ui_answers
 from workflows_temporal.contracts import ImageStatus, RetryImageRequest, SceneResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
+from workflows_temporal.scene import NODE_ID, STORY_ID
 
 __all__ = ["RETRY_NOTE_PREFIX", "run_retry_image"]
 
@@ -30,8 +32,9 @@ logger = logging.getLogger(__name__)
 RETRY_NOTE_PREFIX = "retry-image "  # every retry leaves one such note on the node
 
 
-async def _node_state(settings: Settings, node_id: str) -> tuple[ImageStatus, int]:
-    """(image status, number of retries already recorded) of the node; CliFailure if unknown."""
+async def _node_state(settings: Settings, node_id: str) -> tuple[ImageStatus, int, str]:
+    """(image status, number of retries already recorded, story id) of the node; CliFailure if
+    unknown."""
     from activities.store.db import open_store, upgrade
 
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -46,7 +49,7 @@ async def _node_state(settings: Settings, node_id: str) -> tuple[ImageStatus, in
         await store.close()
     notes = [n.get("text", "") for n in node.notes or [] if isinstance(n, dict)]
     retries = sum(1 for text in notes if str(text).startswith(RETRY_NOTE_PREFIX))
-    return ImageStatus(node.image_status), retries
+    return ImageStatus(node.image_status), retries, str(node.story_id)
 
 
 async def run_retry_image(
@@ -56,7 +59,7 @@ async def run_retry_image(
     """Render ``node_id``'s image again as its own workflow and wait for it."""
     from workflows_temporal.retry_image import retry_workflow_id
 
-    status, retries = await _node_state(settings, node_id)
+    status, retries, story_id = await _node_state(settings, node_id)
     if status in (ImageStatus.PENDING, ImageStatus.RENDERING):
         raise CliFailure(f"Node {node_id}'s image is still {status.value}: its scene is "
                          "rendering it. Wait for it (storyloom watch), then retry if it fails.",
@@ -78,6 +81,11 @@ async def run_retry_image(
         handle = await client.start_workflow(
             "RetryImageWorkflow", request, id=workflow_id, task_queue=SCENE_WORKFLOW_QUEUE,
             result_type=SceneResult, static_summary=f"Retry image of node {node_id}",
+            static_details=f"**story**: {story_id}\n\n**node**: `{node_id}`\n\n"
+                           f"**retry**: {request.attempt}",
+            # `storyloom ui STORY` lists the story's workflows by StoryId: retries included.
+            search_attributes=TypedSearchAttributes([SearchAttributePair(STORY_ID, story_id),
+                                                     SearchAttributePair(NODE_ID, node_id)]),
         )
     except RPCError as exc:
         raise CliFailure(f"Could not start {workflow_id} (is a retry of this node already "

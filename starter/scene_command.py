@@ -113,6 +113,23 @@ async def _client(settings: Settings) -> Client:
         raise CliFailure(str(exc), EXIT_USAGE) from exc
 
 
+async def _story_of_node(settings: Settings, node_id: str) -> str | None:
+    """The story of ``node_id`` in the database, or None when it cannot be read (the workflow
+    finds it then, and sets the search attribute itself)."""
+    from activities.store.db import open_store
+
+    try:
+        store = await open_store(settings.effective_database_url)
+    except Exception:  # noqa: BLE001 - a label only: the scene itself reports real errors
+        return None
+    try:
+        return str((await store.repo.get_node(node_id)).story_id)
+    except Exception:  # noqa: BLE001
+        return None
+    finally:
+        await store.close()
+
+
 async def run_scene(
     settings: Settings, request: SceneRequest, *, as_json: bool = False, detach: bool = False
 ) -> int:
@@ -124,10 +141,18 @@ async def run_scene(
         f"**model**: {request.model}",
         f"**template**: {request.template if request.illustrate else '(no illustration)'}",
     ] + ([f"**style**: {request.style}"] if request.style else []))
-    # A new story's id derives from this workflow's id, so the UI can find it from the start.
+    # A new story's id derives from this workflow's id, so the UI can find it from the start;
+    # a branch belongs to its parent node's story.
     story_id = request.story_id or (
-        story_id_for(workflow_id) if request.parent_node_id is None else None)
-    details += f"\n\n**story**: {request.story_id or 'new (the direction is its premise)'}"
+        story_id_for(workflow_id) if request.parent_node_id is None
+        else await _story_of_node(settings, request.parent_node_id))
+    if request.parent_node_id is not None:
+        story = story_id or "the story of that node"
+        details += f"\n\n**story**: {story}, branching from node `{request.parent_node_id}`"
+    elif request.story_id:
+        details += f"\n\n**story**: {request.story_id}"
+    else:
+        details += f"\n\n**story**: {story_id} (new: the direction is its premise)"
     attrs = None
     if story_id:
         from workflows_temporal.scene import STORY_ID

@@ -29,7 +29,7 @@ from starter.temporal_client import TemporalUnreachable, connect
 from workflows_temporal.contracts import ImageStatus, StoryRequest, StoryResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
 from workflows_temporal.scene import STORY_ID
-from workflows_temporal.scene_prompts import first_words
+from workflows_temporal.scene_prompts import continuation, first_words
 from workflows_temporal.story import scene_workflow_id
 
 __all__ = ["CONTROL_ACTIONS", "build_story_request", "control_story", "directions_for",
@@ -42,7 +42,7 @@ CONTROL_ACTIONS = ("pause", "resume", "cancel")
 def directions_for(premise: str, scenes: int, first: int = 1) -> list[str]:
     """Scene 1 is the premise itself; every later one continues it (the premise words also
     steer story memory's recall towards the story's thread)."""
-    return [premise if k == 1 else f"Scene {k}: continue the story of {premise}"
+    return [premise if k == 1 else continuation(k, premise)
             for k in range(first, first + scenes)]
 
 

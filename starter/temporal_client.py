@@ -6,8 +6,8 @@ import asyncio
 from typing import Any
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 
+from starter.converter import data_converter
 from starter.settings import Settings
 
 __all__ = ["TemporalUnreachable", "connect"]
@@ -35,7 +35,7 @@ async def connect(settings: Settings, *, timeout: float = 5.0, **options: Any) -
     address, namespace = settings.temporal_address, settings.temporal_namespace
     try:
         return await asyncio.wait_for(
-            Client.connect(address, namespace=namespace, data_converter=pydantic_data_converter,
+            Client.connect(address, namespace=namespace, data_converter=data_converter,
                            **options),
             timeout=timeout,
         )

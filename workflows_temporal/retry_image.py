@@ -9,6 +9,7 @@ Like SceneWorkflow, a render failing for good is recorded on the node, not raise
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from temporalio import workflow
@@ -27,14 +28,22 @@ with workflow.unsafe.imports_passed_through():
         RetryImageRequest,
         SceneCast,
         SceneResult,
+        StepTimings,
         UpsertCharactersInput,
         UpsertCharactersResult,
     )
     from workflows_temporal.policies import image_queue
     from workflows_temporal.scene_prompts import REFERENCE_TEMPLATE, build_image_prompt
     from workflows_temporal.steps import failure_reason, final_error, run_step
+    from workflows_temporal.story_memory import node_seed
 
 __all__ = ["RetryImageWorkflow", "retry_workflow_id"]
+
+
+def _timings(started: datetime, ended: datetime) -> StepTimings:
+    """A retry is all illustration: its whole time, from workflow time (deterministic)."""
+    seconds = round((ended - started).total_seconds(), 3)
+    return StepTimings(illustrate_s=seconds, total_s=seconds)
 
 
 def retry_workflow_id(node_id: str, attempt: int) -> str:
@@ -70,7 +79,11 @@ class RetryImageWorkflow:
         template = params.template or req.template
         if template == REFERENCE_TEMPLATE:  # its reference upload belongs to the scene's cast
             template = req.template
-        seed = params.seed if params.seed is not None else 0
+        started = workflow.now()
+        # A node whose render never got to record its seed (cancelled) gets the seed its scene
+        # used: the node seed (story + node), as SceneWorkflow derives it.
+        seed = params.seed if params.seed is not None else node_seed(params.story_id,
+                                                                      params.node_id)
         # The node's own settings win: the picture is rendered again as it was first made.
         checkpoint = params.checkpoint or req.checkpoint
         width = params.image_width or req.image_width
@@ -110,7 +123,8 @@ class RetryImageWorkflow:
                 template=template, prompt=prompt, **settings,
                 note=f"retry-image {req.attempt}: failed again: {reason}",
             ))
-            return base.model_copy(update={"image_error": reason})
+            return base.model_copy(update={"image_error": reason,
+                                           "timings": _timings(started, workflow.now())})
         note = f"retry-image {req.attempt}: rendered again"
         if rendered.resubmitted:
             note += "; ComfyUI lost the job; it was submitted again"
@@ -122,7 +136,7 @@ class RetryImageWorkflow:
         self._stage = "done"
         return base.model_copy(update={
             "image_status": ImageStatus.DONE, "image_path": rendered.image_path,
-            "image_sha256": rendered.sha256,
+            "image_sha256": rendered.sha256, "timings": _timings(started, workflow.now()),
         })
 
     async def _prompt_from_text(

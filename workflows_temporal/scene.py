@@ -77,6 +77,15 @@ def _image_settings(req: SceneRequest) -> dict[str, Any]:
     }
 
 
+def _story_label(req: SceneRequest) -> str:
+    """Which story the scene belongs to, for the UI: given, a branch's, or a new one."""
+    if req.story_id:
+        return f"story {req.story_id}"
+    if req.parent_node_id:
+        return f"branch from node {req.parent_node_id}"
+    return "new story"
+
+
 def _check_request(req: SceneRequest) -> None:
     """Refuse a request the starter should have completed: the workflow reads no settings."""
     if not req.model:
@@ -157,7 +166,7 @@ class SceneWorkflow:
                     story_id=req.story_id,
                     parent_node_id=req.parent_node_id,
                 ),
-                f"load context: story {req.story_id or '(new)'}",
+                f"load context: {_story_label(req)}",
                 SceneContext,
             )
             self._story_id = ctx.story_id
@@ -221,7 +230,7 @@ class SceneWorkflow:
                 result = await self._illustrate(req, wid, ctx, written, result, seed)
             except BaseException as err:  # asyncio.CancelledError is a BaseException
                 if is_cancelled_exception(err):
-                    await self._record_cancel(saved.node_id)
+                    await self._record_cancel(saved.node_id, seed)
                     raise
                 if isinstance(err, ActivityError):  # attach_image failed for good: the DB is down
                     self._set_stage("failed")
@@ -413,12 +422,16 @@ class SceneWorkflow:
         self._image_status = inp.status
         await run_step("attach_image", inp, f"attach image: {inp.status.value}")
 
-    async def _record_cancel(self, node_id: str) -> None:
+    async def _record_cancel(self, node_id: str, seed: int) -> None:
         """Cleanup after a cancel: the node says why it has no image (the workflow is already
         cancelled, but activities may still be scheduled)."""
         await self._attach(
             AttachImageInput(
-                node_id=node_id, status=ImageStatus.FAILED, error=CANCELLED_NOTE, note=self._note
+                node_id=node_id,
+                status=ImageStatus.FAILED,
+                error=CANCELLED_NOTE,
+                note=self._note,
+                seed=seed,  # so that retry-image renders with the same seed
             )
         )
         self._set_stage("failed")

@@ -7,21 +7,46 @@ it during replay.
 from __future__ import annotations
 
 import hashlib
+import re
 
 from workflows_temporal.contracts import CharacterLook, SceneCast
 
 __all__ = [
     "REFERENCE_TEMPLATE",
     "build_image_prompt",
+    "continuation",
     "derive_seed",
     "first_words",
+    "is_continuation",
     "one_line",
     "pick_reference",
+    "without_scene_number",
 ]
 
 # The template that conditions the render on a character's reference picture.
 REFERENCE_TEMPLATE = "scene_with_reference"
 MAX_PROMPT_CHARS = 2000  # ComfyUI's CLIP truncates long prompts anyway; keep history small
+
+
+# A story's later scenes are told to continue its premise; the scene number keeps each
+# direction (and so each LLM prompt) distinct. These directions are instructions, not captions.
+_CONTINUATION = re.compile(r"^(Scene \d+: )?continue the story of ", re.IGNORECASE)
+_SCENE_NUMBER = re.compile(r"^Scene \d+:\s*", re.IGNORECASE)
+
+
+def continuation(scene: int, premise: str) -> str:
+    """The direction of scene ``scene`` (1-based) of a story that goes on from ``premise``."""
+    return f"Scene {scene}: continue the story of {premise}"
+
+
+def is_continuation(direction: str) -> bool:
+    """True for a direction made by ``continuation`` (the user wrote no direction)."""
+    return bool(_CONTINUATION.match(direction))
+
+
+def without_scene_number(direction: str) -> str:
+    """``"Scene 2: continue …"`` → ``"continue …"`` (for labels that carry the number)."""
+    return _SCENE_NUMBER.sub("", direction, count=1)
 
 
 def derive_seed(workflow_id: str) -> int:

@@ -27,7 +27,7 @@ with workflow.unsafe.imports_passed_through():
         StoryResult,
     )
     from workflows_temporal.scene import STORY_ID, SceneWorkflow
-    from workflows_temporal.scene_prompts import first_words
+    from workflows_temporal.scene_prompts import first_words, without_scene_number
     from workflows_temporal.steps import final_error
 
 __all__ = ["SCENES_PER_RUN", "StoryWorkflow", "scene_workflow_id"]
@@ -230,7 +230,7 @@ class StoryWorkflow:
             SceneWorkflow.run,
             scene_req,
             id=child_id,
-            static_summary=f"scene {index + 1}: {first_words(direction)}",
+            static_summary=f"scene {index + 1}: {first_words(without_scene_number(direction))}",
             static_details=(
                 f"**scene**: {index + 1} of {len(req.directions)}\n\n**direction**: {direction}"
                 f"\n\n**model**: {req.model}\n\n**template**: "

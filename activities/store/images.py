@@ -64,7 +64,8 @@ class ImagesPart(Transactions):
             node.image_error = inp.error
             node.image_prompt_id = inp.prompt_id
             node.image_template = inp.template
-            node.image_seed = inp.seed
+            if inp.seed is not None:  # an attach that does not know the seed keeps it
+                node.image_seed = inp.seed
             if inp.prompt is not None:  # kept across attaches that do not know it
                 node.image_prompt = inp.prompt
             settings = {"checkpoint": inp.checkpoint, "width": inp.image_width,

@@ -134,6 +134,44 @@ async def test_cancel_interrupts_the_scene_prompt_and_spares_an_unrelated_one(
     assert stats["executed_by_prompt"][prompt_id] == 1
 
 
+def _sampler_seed(job: dict[str, Any]) -> int:
+    graph = job["workflow"]["prompt"]
+    return int(next(n["inputs"]["seed"] for n in graph.values() if n["class_type"] == "KSampler"))
+
+
+async def test_retry_image_after_a_cancel_renders_with_the_same_seed(services: Services) -> None:
+    await services.emulator_post(services.comfy_url, VERY_SLOW_RENDER)
+    try:
+        workflow_id = await start_scene(services)
+        prompt_id = render_prompt_id(workflow_id, "render")
+
+        async def rendering() -> bool:
+            return await job_status(services, prompt_id) == "in_progress"
+
+        await wait_until(rendering, timeout=60, interval=0.1, what="the render to run")
+        assert (await services.storyloom("cancel", workflow_id)).returncode == 0
+        watched = await services.storyloom("watch", workflow_id, timeout=60)
+        assert watched.returncode == 1, watched.stderr
+    finally:
+        await services.emulator_post(services.comfy_url, {})
+    first = await services.emulator_get(services.comfy_url, f"/api/jobs/{prompt_id}")
+    with sqlite3.connect(services.db_file) as db:
+        node_id = db.execute("SELECT id FROM nodes WHERE workflow_id = ?",
+                             (workflow_id,)).fetchone()[0]
+    assert int(node_row(services.db_file, node_id)["image_seed"]) == _sampler_seed(first)
+
+    retry = await services.storyloom("retry-image", node_id, "--json", timeout=90)
+
+    assert retry.returncode == 0, retry.stderr
+    result = SceneResult.model_validate_json(retry.stdout)
+    assert result.image_status == "done"
+    again = await services.emulator_get(
+        services.comfy_url, f"/api/jobs/{render_prompt_id(f'retry-image-{node_id}-1', 'render')}")
+    assert _sampler_seed(again) == _sampler_seed(first) != 0  # the README's "same seed"
+    assert int(node_row(services.db_file, node_id)["image_seed"]) == _sampler_seed(first)
+    assert result.timings.illustrate_s > 0 and result.timings.total_s > 0
+
+
 async def test_retry_image_renders_a_failed_illustration_again(services: Services) -> None:
     await services.emulator_post(services.comfy_url, {"error_at_node": "KSampler"})
     try:

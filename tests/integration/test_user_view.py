@@ -17,7 +17,6 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import pytest
@@ -27,6 +26,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from starter.progress import follow
+from starter.ui_link import story_query
 from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.processes import CLI, Services, answers, start_services
 from workflows_temporal.contracts import SceneRequest, SceneResult
@@ -158,15 +158,16 @@ async def _summaries(client: Client, workflow_id: str) -> list[str]:
 async def test_the_ui_link_finds_the_story_and_reads_like_it(
         stack: Stack, first_scene: tuple[SceneResult, str]) -> None:
     first, _ = first_scene
-    second = await stack.storyloom("scene", SECOND, "--story", first.story_id, "--parent",
-                                   first.node_id, "--json")
+    # A branch, named by its parent node only: it belongs to that node's story from the start.
+    second = await stack.storyloom("scene", SECOND, "--parent", first.node_id, "--json")
     assert second.returncode == 0, second.stderr
     second_result = SceneResult.model_validate_json(second.stdout)
+    retry = await stack.storyloom("retry-image", first.node_id, "--force", "--json")
+    assert retry.returncode == 0, retry.stderr
+    retry_result = SceneResult.model_validate_json(retry.stdout)
 
-    link = await stack.storyloom("ui", first.story_id)
-    assert link.returncode == 0, link.stderr
-    query = parse_qs(urlsplit(link.stdout.strip()).query)["query"][0]
-    wanted = {first.workflow_id, second_result.workflow_id}
+    query = story_query(first.story_id)  # what `storyloom ui STORY` links to
+    wanted = {first.workflow_id, second_result.workflow_id, retry_result.workflow_id}
 
     async def listed() -> bool:
         found = {wf.id async for wf in stack.client.list_workflows(query)}
@@ -178,11 +179,32 @@ async def test_the_ui_link_finds_the_story_and_reads_like_it(
     assert any(s.startswith("write scene 2: The fox shows the keeper") for s in summaries)
     assert any(re.fullmatch(r"render scene 2 \(scene(_with_reference)?, seed \d+\)", s)
                for s in summaries), summaries
+    assert not any("(new)" in s or "new story" in s for s in summaries), summaries
+    assert f"load context: branch from node {first.node_id}" in summaries
     desc = await stack.client.get_workflow_handle(second_result.workflow_id).describe()
     assert (await desc.static_summary() or "").startswith("Scene: The fox shows")
     details = await desc.static_details() or ""
     assert "**model**: llama3.2" in details and "**template**: scene" in details
-    assert f"**story**: {first.story_id}" in details
+    assert f"**story**: {first.story_id}, branching from node `{first.node_id}`" in details
+    assert "new" not in details.split("**story**")[1]
+    retry_desc = await stack.client.get_workflow_handle(retry_result.workflow_id).describe()
+    attrs = {k.name: v for k, v in retry_desc.typed_search_attributes}
+    assert attrs.get("StoryId") == first.story_id and attrs.get("NodeId") == first.node_id
+    assert retry_result.timings.total_s > 0
+
+
+async def test_story_scenes_are_numbered_once_in_the_ui(stack: Stack) -> None:
+    run = await stack.storyloom("story", FIRST, "--scenes", "2", "--no-illustrate", "--json")
+    assert run.returncode == 0, run.stderr
+    nodes = json.loads(run.stdout)["nodes"]
+
+    summaries = []
+    for node in nodes:
+        desc = await stack.client.get_workflow_handle(node["workflow_id"]).describe()
+        summaries.append(await desc.static_summary() or "")
+    assert summaries[0].startswith("scene 1: A lighthouse keeper"), summaries
+    assert summaries[1].startswith("scene 2: continue the story of"), summaries
+    assert not any(re.search(r"scene \d+: scene \d+", s, re.IGNORECASE) for s in summaries)
 
 
 async def test_failure_is_one_paragraph_and_the_traceback_is_in_the_log(stack: Stack) -> None:

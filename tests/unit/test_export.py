@@ -171,3 +171,116 @@ def test_ui_link_lists_the_workflows_filtered_to_the_story(tmp_path: Path, story
     assert url.path == "/namespaces/default/workflows"
     assert " " not in link and '"' not in link
     assert parse_qs(url.query) == {"query": [f'StoryId="{story}"']}
+
+
+# ---- the folder the book goes into, and one copy of each picture ------------------------------
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+
+
+async def test_export_refuses_a_folder_that_holds_other_files(library: Library,
+                                                              tmp_path: Path) -> None:
+    foreign = tmp_path / "my-documents"
+    (foreign / "images").mkdir(parents=True)
+    (foreign / "index.html").write_text("<p>my own page</p>")
+    (foreign / "images" / "holiday.png").write_bytes(b"not ours")
+    before = _tree(foreign)
+
+    run = storyloom(library, "export", library.ids.story, "--html", str(foreign))
+
+    assert run.returncode == 2 and "--force" in run.stderr and str(foreign) in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+    assert _tree(foreign) == before  # nothing written, nothing removed
+    root = storyloom(library, "export", library.ids.story, "--html", "/")
+    assert root.returncode == 2 and not Path("/index.html").exists()
+    forced = storyloom(library, "export", library.ids.story, "--html", str(foreign), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (foreign / "images" / "holiday.png").read_bytes() == b"not ours"
+
+
+async def test_re_export_removes_the_previous_books_pictures(library: Library,
+                                                            tmp_path: Path) -> None:
+    out = tmp_path / "book"
+    whole = storyloom(library, "export", library.ids.story, "--html", str(out))
+    assert whole.returncode == 0, whole.stderr
+    assert len(list((out / "images").iterdir())) == 2
+
+    path = storyloom(library, "export", library.ids.story, "--html", str(out),
+                     "--path", library.ids.calm)  # root + calm: calm has no picture
+
+    assert path.returncode == 0, path.stderr
+    page = parse((out / "index.html").read_text())
+    shown = {str(a["src"]) for a in page.all("img")}
+    assert {f"images/{p.name}" for p in (out / "images").iterdir()} == shown
+    assert len(shown) == 1
+
+
+async def test_a_book_in_the_data_dir_links_the_pictures_storyloom_keeps(
+        library: Library) -> None:
+    out = library.data_dir / "storybook"
+    run = storyloom(library, "export", library.ids.story, "--html", str(out))
+    notes = library.data_dir / "story.md"
+    md = storyloom(library, "export", library.ids.story, str(notes), "--markdown")
+
+    assert run.returncode == 0 and md.returncode == 0, run.stderr + md.stderr
+    assert not (out / "images").exists() and not (library.data_dir / "images").exists()
+    pictures = {str(p) for p in (library.data_dir / "media").glob("*.png")}
+    sources = {str(a["src"]) for a in parse((out / "index.html").read_text()).all("img")}
+    assert sources and all(s.startswith("../media/") for s in sources)
+    assert {str((out / s).resolve()) for s in sources} == {str(Path(p).resolve())
+                                                          for p in pictures}
+    assert "](<media/" in notes.read_text()
+
+
+class _Nesting(HTMLParser):
+    """Records each element's parent tag, to find lists nested without an item between."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stack: list[str] = []
+        self.pairs: list[tuple[str, str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in ("img", "meta", "br", "hr"):
+            return
+        self.pairs.append((self.stack[-1] if self.stack else "", tag))
+        self.stack.append(tag)
+
+    def handle_endtag(self, tag: str) -> None:
+        assert self.stack and self.stack[-1] == tag, (self.stack, tag)
+        self.stack.pop()
+
+
+async def test_contents_nest_branches_inside_their_scene(library: Library,
+                                                         tmp_path: Path) -> None:
+    html = write_html(await load_book(library.store, library.ids.story),
+                      tmp_path / "book").read_text()
+    nesting = _Nesting()
+    nesting.feed(html)
+
+    assert ("ul", "ul") not in nesting.pairs
+    assert all(parent in ("ul", "ol") for parent, tag in nesting.pairs if tag == "li")
+    assert nesting.stack == []
+
+
+async def test_generated_directions_are_no_captions_and_headings_stay_level(
+        library: Library, tmp_path: Path) -> None:
+    from workflows_temporal.contracts import SaveNodeInput
+
+    premise = "A lighthouse keeper & a fox <in the storm>"
+    await library.store.repo.save_node(SaveNodeInput(
+        workflow_id="wf-next", story_id=library.ids.story, parent_node_id=library.ids.calm,
+        title="Morning", text="The sea slept.",
+        direction=f"Scene 3: continue the story of {premise}",  # as `storyloom story` writes it
+        summary="Morning.", model="llama3.2"))
+    book = await load_book(library.store, library.ids.story)
+
+    html = write_html(book, tmp_path / "book").read_text()
+    text = render_markdown(book)
+
+    assert "continue the story of" not in html.lower()
+    assert "continue the story of" not in text.lower()
+    headings = [ln.split(" ", 1)[0] for ln in text.splitlines() if ln.startswith("#")]
+    assert set(headings[1:]) == {"##"}, headings  # every scene (and the cast) at level 2

@@ -121,7 +121,7 @@ async def test_happy_path_illustrates_the_scene(harness: Harness) -> None:
     }
 
     summaries = await activity_summaries(harness.client, handle)
-    assert summaries[0] == "load context: story (new)"
+    assert summaries[0] == "load context: new story"
     assert summaries[1].startswith("write scene 1: Mira finds a lighthouse")
     assert f"render scene 1 (scene, seed {render.seed})" in summaries
     assert summaries[-1] == "attach image: done"
