@@ -116,6 +116,8 @@ async def _configuration(gpus: int, sharing: GpuSharing) -> dict[str, Any]:
         "llm_loads": llm_loads, "checkpoint_loads": ckpt_loads,
         "oom_errors": sum(b["oom_errors"] - a["oom_errors"] for a, b in comfy),
         "vram_conflicts": llm1["vram_conflicts"] - llm0["vram_conflicts"],
+        "llm_loads_beside_checkpoint": (llm1.get("loads_beside_checkpoint", 0)
+                                        - llm0.get("loads_beside_checkpoint", 0)),
         "duplicate_gpu_jobs": sum(1 for n in runs.values() if n > 1),
         "scenes": len(latencies), "images_failed": sum(r.images_failed for r in results),
         "p50_s": statistics.median(latencies), "p95_s": _pct(latencies, 0.95),
@@ -137,6 +139,7 @@ def _rows(mode: str, gpus: int, m: dict[str, Any]) -> list[Result]:
                        "checkpoint_loads": m["checkpoint_loads"]}),
         Result(f"{name} OOM errors", m["oom_errors"], 0.0, "lower",
                detail={"images_failed": m["images_failed"], "vram_conflicts": m["vram_conflicts"],
+                       "llm_loads_beside_checkpoint": m["llm_loads_beside_checkpoint"],
                        "duplicate_gpu_jobs": m["duplicate_gpu_jobs"]}),
         Result(f"{name} scene p50", m["p50_s"], None, "lower", "s"),
         Result(f"{name} scene p95", m["p95_s"], None, "lower", "s"),

@@ -63,8 +63,9 @@ class BusyClock:
 class EmulatedGpu:
     """The link between the emulators that share one card, and that card's busy clock.
 
-    ``attach_llm(resident)`` is called by the Ollama emulator, ``attach_renderer(rendering)`` by
-    the ComfyUI emulator; both callables answer "do I hold memory on this card right now?".
+    ``attach_llm(resident)`` is called by the Ollama emulator, ``attach_renderer(rendering,
+    checkpoint)`` by the ComfyUI emulator: "do I hold memory on this card right now?", and for
+    ComfyUI also "is a checkpoint resident?" (kept in VRAM between prompts until ``/free``).
     ``clock`` counts a second once however many emulators are busy in it (GPU busy time).
     """
 
@@ -74,6 +75,7 @@ class EmulatedGpu:
         self._llm: Callable[[], bool] | None = None
         self._llm_url: str | None = None
         self._renderer: Callable[[], bool] | None = None
+        self._checkpoint: Callable[[], bool] | None = None
 
     def attach_llm(self, resident: Callable[[], bool]) -> None:
         self._llm = resident
@@ -82,8 +84,9 @@ class EmulatedGpu:
         """Share the card with the Ollama emulator at ``ollama_url`` (another process)."""
         self._llm_url = ollama_url.rstrip("/")
 
-    def attach_renderer(self, rendering: Callable[[], bool]) -> None:
+    def attach_renderer(self, rendering: Callable[[], bool], checkpoint: Callable[[], bool]) -> None:
         self._renderer = rendering
+        self._checkpoint = checkpoint
 
     @property
     def shared_with_llm(self) -> bool:
@@ -108,6 +111,10 @@ class EmulatedGpu:
     def rendering(self) -> bool:
         """True while the linked ComfyUI runs a prompt (False when none is linked)."""
         return self._renderer is not None and self._renderer()
+
+    def checkpoint_resident(self) -> bool:
+        """True while the linked ComfyUI keeps a checkpoint in VRAM (False when none is linked)."""
+        return self._checkpoint is not None and self._checkpoint()
 
     def snapshot(self) -> dict[str, Any]:
         return {"name": self.name, "shared_with_llm": self.shared_with_llm,

@@ -58,7 +58,8 @@ class Core:
         }
         # the emulated card (emulators/comfyui/vram.py): what is resident, when it was busy
         self.gpu = gpu if gpu is not None else EmulatedGpu()
-        self.gpu.attach_renderer(lambda: self.ledger.running is not None)
+        self.gpu.attach_renderer(lambda: self.ledger.running is not None,
+                                 lambda: self.resident_checkpoint is not None)
         self.clock = BusyClock()  # wall seconds running prompts
         self.resident_checkpoint: str | None = None
         self.free_flags: dict[str, bool] | None = None  # a /free waiting for the running prompt

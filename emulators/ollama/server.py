@@ -66,12 +66,14 @@ class OllamaEmulator:
     @property
     def stats(self) -> dict[str, Any]:
         """Counters: requests, generations, loads (model switches), unloads, load_s and busy_s
-        (wall seconds loading / holding a model's slot), vram_conflicts, and ``gpu`` (the shared
+        (wall seconds loading / holding a model's slot), vram_conflicts, loads_beside_checkpoint
+        (a load while the card's ComfyUI kept a checkpoint, i.e. nobody sent it /free), and ``gpu`` (the shared
         card's name and busy_s, or None when this emulator has a GPU of its own)."""
         models = self.core.models
         return {"requests": 0, "generations": 0, "unloads": 0, "loads": models.loads,
                 "load_s": round(models.load_s, 4), "busy_s": round(models.clock.seconds, 4),
                 "vram_conflicts": models.vram_conflicts,
+                "loads_beside_checkpoint": models.loads_beside_checkpoint,
                 "gpu": models.gpu.snapshot() if models.gpu is not None else None,
                 **self.core.stats}
 

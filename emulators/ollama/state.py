@@ -191,6 +191,7 @@ class ModelState:
     clock: BusyClock = field(default_factory=BusyClock)  # loading or generating, wall seconds
     load_s: float = 0.0  # wall seconds spent in completed loads
     vram_conflicts: int = 0  # loads started while the shared GPU's ComfyUI was rendering
+    loads_beside_checkpoint: int = 0  # loads while ComfyUI kept a checkpoint in VRAM (no /free)
     loading: set[str] = field(default_factory=set)
     _load_lock: asyncio.Lock | None = None
     _slots: dict[str, _Slot] = field(default_factory=dict)
@@ -248,6 +249,8 @@ class ModelState:
                 delay = spec.load_s + float(self.faults.get("load_delay", 0.0))
                 if self.gpu is not None and self.gpu.rendering():
                     self.vram_conflicts += 1
+                if self.gpu is not None and self.gpu.checkpoint_resident():
+                    self.loads_beside_checkpoint += 1
                 self.loading.add(spec.full_name)
                 began = time.monotonic()
                 try:

@@ -195,3 +195,19 @@ async def test_comfy_linked_by_url_asks_ollamas_ps_before_it_renders(tmp_path: P
     assert error["exception_type"] == "torch.cuda.OutOfMemoryError"
     assert any(f["type"] == "execution_success" for f in alone)
     assert comfy.stats["oom_errors"] == 1 and comfy.stats["gpu"]["shared_with_llm"] is True
+
+
+async def test_llm_load_while_comfy_keeps_its_checkpoint_is_counted_until_free(
+    card: tuple[OllamaEmulator, ComfyEmulator],
+) -> None:
+    ollama, comfy = card
+    await render(comfy, seed=1)  # the checkpoint stays in VRAM after the prompt
+    await generate(ollama)
+    await generate(ollama, prompt="", keep_alive=0)
+    await wait_until(lambda: not ollama.core.models.running(), what="model unloaded")
+    async with httpx.AsyncClient(base_url=comfy.url) as http:
+        await http.post("/free", json={"unload_models": True, "free_memory": True})
+    await generate(ollama)
+
+    stats = await get(ollama.url, "/_emulator/stats")
+    assert stats["loads"] == 2 and stats["loads_beside_checkpoint"] == 1
