@@ -21,9 +21,11 @@ from pydantic import ValidationError
 
 from starter.cli_help import StoryloomTyper
 from starter.console import guard_pipes
+from starter.input_checks import check_scenes, template_names
 from starter.logs import FILE_ONLY, flush_logs, setup_logging
 from starter.outcome import EXIT_FAILED, EXIT_USAGE, CliFailure
 from starter.settings import Settings
+from workflows_temporal.contracts import MAX_DIRECTION_CHARS, MAX_STORY_SCENES, MAX_STYLE_CHARS
 
 __all__ = ["app", "main"]
 
@@ -55,12 +57,19 @@ def _root(
     """Illustrated, branching stories with Ollama + ComfyUI, made durable by Temporal."""
 
 
-def _settings(component: str, *, console_level: int = logging.WARNING) -> Settings:
+def _settings(component: str, *, console_level: int = logging.WARNING,
+              store: str | None = None) -> Settings:
+    """The settings; ``store`` "reads"/"changes": the command uses the story store, so it must
+    be the one the running workers write (``starter.same_store``; "changes" refuses another)."""
     try:
         settings = Settings()
     except ValidationError as exc:
         raise CliFailure(f"The configuration is invalid (STORYLOOM_* environment): {exc}",
                          EXIT_USAGE) from exc
+    if store is not None:
+        from starter.same_store import align_store
+
+        settings = asyncio.run(align_store(settings, changes=store == "changes"))
     setup_logging(settings.data_dir, component=component, console_level=console_level,
                   log_json=settings.log_json)
     return settings
@@ -181,23 +190,28 @@ def worker(
 @app.command()
 @_guard
 def scene(
-    direction: Annotated[str, typer.Argument(help="What happens in this scene")],
-    story: Annotated[str | None, typer.Option(help="Continue this story")] = None,
+    direction: Annotated[str, typer.Argument(
+        help=f"What happens in this scene (at most {MAX_DIRECTION_CHARS} characters)")],
+    story: Annotated[str | None, typer.Option(
+        help="Continue this story after its latest scene")] = None,
     parent: Annotated[str | None, typer.Option(metavar="NODE", help="Branch from this node")]
     = None,
     no_illustrate: Annotated[bool, typer.Option(
         "--no-illustrate", help="Write the text only: no cast, no picture")] = False,
     model: Annotated[str | None, typer.Option(help="Ollama model")] = None,
-    template: Annotated[str | None, typer.Option(help="ComfyUI template")] = None,
-    style: Annotated[str | None, typer.Option(help="Style words for text and image")] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed (default: from the workflow id)")] = None,
+    template: Annotated[str | None, typer.Option(
+        help=f"ComfyUI template: {', '.join(template_names())}")] = None,
+    style: Annotated[str | None, typer.Option(
+        help=f"Style words for text and image (at most {MAX_STYLE_CHARS} characters)")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Image seed, 0 to 2**64-1 (default: from the story and node)")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
     detach: Annotated[bool, typer.Option(help="Start and print the workflow id")] = False,
 ) -> None:
     """Write (and illustrate) one scene; exit 0 when the scene exists, 1 when it failed."""
     from starter.scene_command import build_request, run_scene
 
-    settings = _settings("cli")
+    settings = _settings("cli", store="changes")
     request = build_request(settings, direction, story_id=story, parent_node_id=parent,
                             illustrate=not no_illustrate, model=model, template=template,
                             style=style, seed=seed)
@@ -219,7 +233,8 @@ def watch(
 @app.command()
 @_guard
 def cancel(workflow_id: str) -> None:
-    """Cancel a running scene; its node records 'cancelled by user'."""
+    """Cancel a running scene and wait (up to 15 s) until it has ended; its node records
+    'cancelled by user'. A run that cannot take the cancel is terminated, and says so."""
     from starter.scene_command import cancel_scene
 
     _run(cancel_scene, _settings("cli"), workflow_id)
@@ -231,7 +246,7 @@ def show(ident: Annotated[str, typer.Argument(help="A node id or a story id")]) 
     """Show a node (text, image, notes) or a story (its tree)."""
     from starter.browse import show as show_ident
 
-    _run(show_ident, _settings("cli"), ident)
+    _run(show_ident, _settings("cli", store="reads"), ident)
 
 
 @app.command("list")
@@ -240,7 +255,7 @@ def list_cmd() -> None:
     """List the stories, newest first."""
     from starter.browse import list_stories
 
-    _run(list_stories, _settings("cli"))
+    _run(list_stories, _settings("cli", store="reads"))
 
 
 @app.command()
@@ -249,7 +264,7 @@ def doctor() -> None:
     """Check Temporal, the database, Ollama (models) and ComfyUI (templates); exit 1 on failure."""
     from starter.doctor import format_check, run_checks
 
-    settings = _settings("cli")
+    settings = _settings("cli", store="reads")
 
     async def go() -> int:
         checks = await run_checks(settings)
@@ -296,7 +311,8 @@ def export(
 
     if file is not None and not markdown:
         raise CliFailure(f"{file} is a Markdown file name: add --markdown", EXIT_USAGE)
-    _run(run_export, _settings("cli"), story, html_dir=html, path_to=path, force=force,
+    _run(run_export, _settings("cli", store="reads"), story, html_dir=html, path_to=path,
+         force=force,
          markdown=(str(file) if file else STDOUT) if markdown else None)
 
 
@@ -315,14 +331,17 @@ def ui(story: Annotated[str, typer.Argument(help="The story id")]) -> None:
 def retry_image(
     node: Annotated[str, typer.Argument(help="The node whose illustration to render again")],
     force: Annotated[bool, typer.Option(help="Render again even if the image is done")] = False,
-    template: Annotated[str | None, typer.Option(help="Template if the node recorded none")]
-    = None,
+    template: Annotated[str | None, typer.Option(
+        help=f"Template if the node recorded none: {', '.join(template_names())}")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
 ) -> None:
     """Render a node's failed illustration again with the same parameters (its own workflow)."""
+    from starter.input_checks import check_template
     from starter.retry_command import run_retry_image
 
-    _run(run_retry_image, _settings("cli"), node, force=force, template=template,
+    if template is not None:
+        check_template(template)
+    _run(run_retry_image, _settings("cli", store="changes"), node, force=force, template=template,
          as_json=json_out)
 
 
@@ -330,43 +349,60 @@ def retry_image(
 @_guard
 def story(
     words: Annotated[list[str] | None, typer.Argument(
-        help="The premise; or `pause|resume|cancel STORY` to control a running story",
+        help="The premise; or `pause|unpause|cancel STORY` to control a running story",
         show_default=False)] = None,
-    scenes: Annotated[int, typer.Option(help="How many scenes to write")] = 3,
+    scenes: Annotated[int, typer.Option(
+        help=f"How many scenes to write (1 to {MAX_STORY_SCENES})")] = 3,
     illustrate: Annotated[bool, typer.Option(help="Illustrate each scene")] = True,
-    resume: Annotated[str | None, typer.Option(
-        "--resume", help="Continue a stopped story (by story id) with --scenes more scenes")]
+    continue_: Annotated[str | None, typer.Option(
+        "--continue", help="Write --scenes more scenes of a stopped story (by story id), "
+        "after its latest scene")] = None,
+    parent: Annotated[str | None, typer.Option(
+        help="With --continue: continue after this node (a story with several branches)")]
     = None,
+    resume: Annotated[str | None, typer.Option("--resume", hidden=True)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
     detach: Annotated[bool, typer.Option(help="Start and print the workflow id")] = False,
 ) -> None:
     """Write a story of --scenes scenes, each continuing the last (progress: scene k of N).
 
-    Control a running story: `storyloom story pause STORY`, `storyloom story resume STORY`
-    (holds/continues between scenes), `storyloom story cancel STORY`. STORY is the story id
-    or the story workflow id. A stopped story goes on with `storyloom story --resume STORY`.
+    Control a running story: `storyloom story pause STORY`, `storyloom story unpause STORY`
+    (holds/releases it between scenes), `storyloom story cancel STORY`. STORY is the story id
+    or the story workflow id. A stopped story gets more scenes with
+    `storyloom story --continue STORY --scenes N`.
     """
     from starter.story_command import (
         CONTROL_ACTIONS,
         build_story_request,
+        continue_story,
         control_story,
-        resume_story,
+        control_words_problem,
         run_story,
     )
 
     args = list(words or [])
-    settings = _settings("cli")
     if resume is not None:
+        raise CliFailure(control_words_problem(["--resume"]) or "", EXIT_USAGE)
+    problem = control_words_problem(args)
+    if problem:
+        raise CliFailure(problem, EXIT_USAGE)
+    settings = _settings("cli", store="changes")
+    if continue_ is not None:
         if args:
-            raise CliFailure("--resume takes no premise: the story already has one", EXIT_USAGE)
-        _run(resume_story, settings, resume, scenes, illustrate=illustrate, as_json=json_out,
-             detach=detach)
-    elif len(args) == 2 and args[0] in CONTROL_ACTIONS:
+            raise CliFailure("--continue takes no premise: the story already has one.",
+                             EXIT_USAGE)
+        check_scenes(scenes)
+        _run(continue_story, settings, continue_, scenes, illustrate=illustrate, parent=parent,
+             as_json=json_out, detach=detach)
+    elif parent is not None:
+        raise CliFailure("--parent goes with --continue STORY (a new story has no parent).",
+                         EXIT_USAGE)
+    elif args and args[0] in CONTROL_ACTIONS:
         _run(control_story, settings, args[0], args[1])
     else:
         premise = " ".join(args)
         request = build_story_request(settings, premise, scenes, illustrate=illustrate)
-        _run(run_story, settings, premise, request, as_json=json_out, detach=detach)
+        _run(run_story, settings, premise.strip(), request, as_json=json_out, detach=detach)
 
 
 @app.command()
@@ -375,7 +411,7 @@ def tree(story_id: Annotated[str, typer.Argument(help="The story id")]) -> None:
     """Draw a story's tree of scenes: titles, image status, node ids."""
     from starter.tree_command import show_tree
 
-    _run(show_tree, _settings("cli"), story_id)
+    _run(show_tree, _settings("cli", store="reads"), story_id)
 
 
 character_app = StoryloomTyper(help="A story's characters: canonical looks and reference images.",
@@ -389,7 +425,7 @@ def character_list(story_id: str) -> None:
     """List the story's characters with their canonical look and reference picture."""
     from starter.character_command import list_characters
 
-    _run(list_characters, _settings("cli"), story_id)
+    _run(list_characters, _settings("cli", store="reads"), story_id)
 
 
 @character_app.command("set-image")
@@ -398,7 +434,7 @@ def character_set_image(story_id: str, name: str, file: Path) -> None:
     """Make FILE the character's reference picture (used by later scenes)."""
     from starter.character_command import set_character_image
 
-    _run(set_character_image, _settings("cli"), story_id, name, file)
+    _run(set_character_image, _settings("cli", store="changes"), story_id, name, file)
 
 
 @character_app.command("describe")
@@ -407,7 +443,7 @@ def character_describe(story_id: str, name: str, look: str) -> None:
     """Set the character's canonical look (repeated verbatim in later image prompts)."""
     from starter.character_command import describe_character
 
-    _run(describe_character, _settings("cli"), story_id, name, look)
+    _run(describe_character, _settings("cli", store="changes"), story_id, name, look)
 
 
 def main() -> None:

@@ -117,11 +117,42 @@ async def _comfyui(settings: Settings) -> list[Check]:
     return await comfyui_checks(settings)
 
 
+async def _workers(settings: Settings) -> list[Check]:
+    """One line per task queue a scene needs: the live workers polling it, or the fix."""
+    from starter.pollers import live_pollers, queues_needed, start_hint
+
+    try:
+        client = await connect(settings, timeout=3.0)
+    except TemporalUnreachable:
+        return []  # the temporal line already says so
+    checks = []
+    for need in queues_needed(gpu=settings.gpu):
+        pollers = await live_pollers(client, need.queue, need.kind)
+        if pollers:
+            who = ", ".join(sorted({p.identity.split(" ", 1)[0] for p in pollers}))
+            checks.append(Check("worker", True, f"{need.queue}: polled by {who}"))
+        else:
+            checks.append(Check("worker", False, f"{need.queue}: no worker is polling it, so "
+                                "scenes wait", f"start one: {start_hint([need])}"))
+    from starter.same_store import worker_stores
+
+    for theirs in {s.store: s for s in await worker_stores(settings) or []}.values():
+        if theirs.store == settings.store_label:
+            checks.append(Check("store", True, f"{theirs.worker} writes the store this "
+                                f"terminal reads ({theirs.store})"))
+        else:
+            checks.append(Check("store", False, f"{theirs.worker} writes {theirs.store}, but "
+                                f"this terminal reads {settings.store_label}",
+                                f"export STORYLOOM_DATA_DIR={theirs.data_dir} (or the worker's "
+                                "STORYLOOM_DATABASE_URL)"))
+    return checks
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order; never raises (an unexpected error becomes a failed line)."""
     checks: list[Check] = []
     for name, probe in (("temporal", _temporal), ("database", _database),
-                        ("ollama", _ollama), ("comfyui", _comfyui)):
+                        ("ollama", _ollama), ("comfyui", _comfyui), ("worker", _workers)):
         try:
             found = await probe(settings)
         except Exception as exc:

@@ -6,19 +6,30 @@ Exit codes: 0 the scene exists (also when only its image failed), 1 the scene fa
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 import uuid
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio.client import Client, WorkflowFailureError, WorkflowHandle
 from temporalio.common import SearchAttributePair, TypedSearchAttributes
 from temporalio.exceptions import CancelledError, TerminatedError, TimeoutError
 from temporalio.service import RPCError
 
 from activities.store.ids import story_id_for
+from starter.input_checks import (
+    check_direction,
+    check_seed,
+    check_style,
+    check_template,
+    explain_invalid,
+)
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_cause, root_message
+from starter.pollers import QueueNeed, queues_needed, unserved_watch
+from starter.preflight import check_model, place_scene
 from starter.progress import Mode, follow
 from starter.settings import Settings, image_settings
 from starter.temporal_client import TemporalUnreachable, connect
@@ -26,15 +37,30 @@ from starter.ui_link import ui_answers
 from workflows_temporal.contracts import ImageStatus, SceneRequest, SceneResult
 from workflows_temporal.policies import SCENE_WORKFLOW_QUEUE
 
-__all__ = ["build_request", "cancel_scene", "result_line", "run_scene", "ui_link", "ui_suffix",
+__all__ = ["build_request", "cancel_scene", "place_request", "result_line", "run_scene",
+           "still_running_note", "ui_link", "ui_suffix",
            "watch_scene"]
 
 logger = logging.getLogger(__name__)
 
 
 def build_request(settings: Settings, direction: str, **options: Any) -> SceneRequest:
-    """The request, with model/template/gpu_sharing filled from settings when not given."""
+    """The request, with model/template/gpu_sharing filled from settings when not given.
+
+    Raises CliFailure (exit 2, one sentence) for a blank or too long direction, an out of
+    range --seed, a too long --style or an unknown template: nothing has started yet.
+    """
     options = {k: v for k, v in options.items() if v is not None}
+    direction = check_direction(direction)
+    if "style" in options:
+        options["style"] = check_style(options["style"])
+    check_seed(options.get("seed"))
+    if options.get("illustrate", True):
+        source = "--template" if "template" in options else "STORYLOOM_TEMPLATE"
+        check_template(options.get("template", settings.template), source=source)
+    if "model" in options and not str(options["model"]).strip():
+        raise CliFailure("--model is empty: name an Ollama model, e.g. --model llama3.2",
+                         EXIT_USAGE)
     options.setdefault("model", settings.text_model)
     options.setdefault("template", settings.template)
     options.setdefault("gpu_sharing", settings.gpu_sharing)
@@ -44,8 +70,20 @@ def build_request(settings: Settings, direction: str, **options: Any) -> SceneRe
     options.update({k: v for k, v in image_settings(settings).items() if k not in options})
     try:
         return SceneRequest(direction=direction, **options)
-    except ValueError as exc:
-        raise CliFailure(f"The scene request is invalid: {exc}", EXIT_USAGE) from exc
+    except ValidationError as exc:
+        raise explain_invalid(exc, "scene request") from exc
+
+
+async def place_request(settings: Settings, request: SceneRequest) -> SceneRequest:
+    """Check the story/parent ids and the text model against the services, and continue
+    ``--story`` from its latest scene; CliFailure (exit 2) before anything is created."""
+    placement = await place_scene(settings, request.story_id, request.parent_node_id)
+    if placement.note:
+        print(placement.note, file=sys.stderr)
+    assert request.model is not None
+    await check_model(settings, request.model)
+    return request.model_copy(update={"story_id": placement.story_id,
+                                       "parent_node_id": placement.parent_node_id})
 
 
 def _first_words(text: str, n: int = 8) -> str:
@@ -90,12 +128,26 @@ def _failure_paragraph(err: BaseException, workflow_id: str) -> str:
             f"`storyloom doctor` to check the services, then try again.")
 
 
+def still_running_note(workflow_id: str, what: str = "scene") -> str:
+    """What Ctrl-C leaves behind, and the commands to follow or stop it."""
+    cancel = (f"storyloom story cancel {workflow_id}" if what == "story"
+              else f"storyloom cancel {workflow_id}")
+    return (f"Stopped watching. The {what} {workflow_id} goes on in the background: follow it "
+            f"with `storyloom watch {workflow_id}`, stop it with `{cancel}`.")
+
+
 async def _await_and_report(
-    client: Client, handle: WorkflowHandle[Any, Any], settings: Settings, *, as_json: bool
+    client: Client, handle: WorkflowHandle[Any, Any], settings: Settings, *, as_json: bool,
+    needs: list[QueueNeed] | None = None,
 ) -> int:
     mode: Mode = "quiet" if as_json else ("rich" if sys.stderr.isatty() else "plain")
+    needs = needs if needs is not None else queues_needed(gpu=settings.gpu)
     try:
-        result = await follow(client, handle, mode=mode)
+        async with unserved_watch(client, needs):
+            result = await follow(client, handle, mode=mode)
+    except asyncio.CancelledError:  # Ctrl-C: the scene is durable and keeps running
+        print(still_running_note(handle.id), file=sys.stderr, flush=True)
+        raise
     except WorkflowFailureError as err:
         logger.error("scene %s failed", handle.id, exc_info=err, extra=FILE_ONLY)
         raise CliFailure(_failure_paragraph(err, handle.id), EXIT_FAILED) from err
@@ -134,6 +186,7 @@ async def run_scene(
     settings: Settings, request: SceneRequest, *, as_json: bool = False, detach: bool = False
 ) -> int:
     """Start one SceneWorkflow, then follow it (or print its id and return with ``detach``)."""
+    request = await place_request(settings, request)
     client = await _client(settings)
     workflow_id = f"scene-{uuid.uuid4()}"
     details = "\n\n".join([
@@ -178,27 +231,32 @@ async def run_scene(
     if not as_json:
         print(f"scene {workflow_id} started{await ui_suffix(settings, workflow_id)}",
               file=sys.stderr)
-    return await _await_and_report(client, handle, settings, as_json=as_json)
+    return await _await_and_report(
+        client, handle, settings, as_json=as_json,
+        needs=queues_needed(illustrate=request.illustrate, gpu=request.gpu))
 
 
 async def watch_scene(settings: Settings, workflow_id: str, *, as_json: bool = False) -> int:
-    """Follow a running (or finished) scene workflow; same display and exit codes as ``scene``."""
+    """Follow a running (or finished) scene or story workflow; same display and exit codes as
+    ``scene`` (or ``story``)."""
+    from starter.cancelling import describe_run
+
     client = await _client(settings)
+    desc = await describe_run(client, workflow_id, "workflow")
+    if desc.workflow_type == "StoryWorkflow":
+        from starter.story_command import report_story
+
+        return await report_story(client, workflow_id, settings, as_json=as_json)
     handle = client.get_workflow_handle(workflow_id, result_type=SceneResult)
-    try:
-        await handle.describe()
-    except RPCError as exc:
-        raise CliFailure(f"No workflow {workflow_id!r} in namespace "
-                         f"{settings.temporal_namespace}: {exc.message}", EXIT_USAGE) from exc
     return await _await_and_report(client, handle, settings, as_json=as_json)
 
 
 async def cancel_scene(settings: Settings, workflow_id: str) -> int:
-    """Ask the workflow to cancel; the node (if any) records 'cancelled by user'."""
+    """Cancel a run and say how it ended; exit 2 when there is no such run or it had ended."""
+    from starter.cancelling import cancel_run
+
     client = await _client(settings)
-    try:
-        await client.get_workflow_handle(workflow_id).cancel()
-    except RPCError as exc:
-        raise CliFailure(f"Could not cancel {workflow_id!r}: {exc.message}", EXIT_USAGE) from exc
-    print(f"cancel requested for {workflow_id}")
+    what = "story" if workflow_id.startswith("story-") else "scene"
+    outcome = await cancel_run(client, workflow_id, what=what)
+    print(outcome.message)
     return EXIT_OK

@@ -84,6 +84,12 @@ class Settings(BaseSettings):
     def _normalize_ollama(cls, v: str) -> str:
         return normalize_ollama_url(v)
 
+    @field_validator("data_dir")
+    @classmethod
+    def _absolute(cls, v: Path) -> Path:
+        # Absolute, so workers and terminals started in other folders name the same store.
+        return v.expanduser().absolute()
+
     @field_validator("comfyui_url")
     @classmethod
     def _strip_slash(cls, v: str) -> str:
@@ -96,6 +102,16 @@ class Settings(BaseSettings):
     @property
     def effective_database_url(self) -> str:
         return self.database_url or f"sqlite+aiosqlite:///{self.data_dir / 'storyloom.db'}"
+
+    @property
+    def store_label(self) -> str:
+        """The database URL with its password replaced by ``***`` (safe to print and share)."""
+        from sqlalchemy.engine import make_url
+
+        try:
+            return make_url(self.effective_database_url).render_as_string(hide_password=True)
+        except Exception:  # noqa: BLE001 - a malformed URL: say so without echoing it
+            return "(an unparseable STORYLOOM_DATABASE_URL)"
 
 
 def load_settings(**overrides: object) -> Settings:

@@ -109,8 +109,10 @@ async def build_activities(settings: Settings, role: str, gpu: str = "") -> Acti
     return acts
 
 
-def build_workers(client: Client, acts: ActivitySet, gpu: str = "") -> list[Worker]:
-    """One Worker per queue: the workflow queue plus each activity queue of the role."""
+def build_workers(client: Client, acts: ActivitySet, gpu: str = "", *,
+                  identity: str | None = None) -> list[Worker]:
+    """One Worker per queue: the workflow queue plus each activity queue of the role.
+    ``identity``: what pollers show in DescribeTaskQueue (``pollers.worker_identity``)."""
     from workflows_temporal.retry_image import RetryImageWorkflow
     from workflows_temporal.scene import SceneWorkflow
     from workflows_temporal.story import StoryWorkflow
@@ -119,7 +121,7 @@ def build_workers(client: Client, acts: ActivitySet, gpu: str = "") -> list[Work
         Worker(
             client, task_queue=SCENE_WORKFLOW_QUEUE, workflows=[SceneWorkflow, StoryWorkflow,
                                                                 RetryImageWorkflow],
-            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
+            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, identity=identity,
         )
     ]
     for queue, activities in acts.by_queue.items():
@@ -133,6 +135,7 @@ def build_workers(client: Client, acts: ActivitySet, gpu: str = "") -> list[Work
                 # details: send them at most every second instead of 80% of the timeout.
                 max_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
                 default_heartbeat_throttle_interval=HEARTBEAT_THROTTLE,
+                identity=identity,
             )
         )
     return workers
@@ -170,7 +173,10 @@ async def run_worker(
         raise
     acts = await build_activities(settings, role, gpu)
     try:
-        workers = build_workers(client, acts, gpu)
+        from starter.pollers import worker_identity
+
+        identity = worker_identity(str(settings.data_dir), settings.store_label)
+        workers = build_workers(client, acts, gpu, identity=identity)
         tasks = [asyncio.create_task(w.run(), name=f"worker {w.task_queue}") for w in workers]
         queues = [w.task_queue for w in workers]
         logger.info("worker ready: role %s polling %s on %s", role, ", ".join(queues),

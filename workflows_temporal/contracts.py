@@ -11,6 +11,11 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "MAX_DIRECTION_CHARS",
+    "MAX_LOOK_CHARS",
+    "MAX_SEED",
+    "MAX_STORY_SCENES",
+    "MAX_STYLE_CHARS",
     "AttachImageInput",
     "CastCharacter",
     "CharacterLook",
@@ -47,6 +52,12 @@ __all__ = [
 ]
 
 MAX_SCENE_CHARS = 24_000  # a scene is ~1-3k words; bounded so history payloads stay small
+# Limits on what a user types (the CLI checks these same constants before starting anything).
+MAX_DIRECTION_CHARS = 4_000  # a scene's direction, and a story's premise
+MAX_STYLE_CHARS = 500  # --style: a few words, repeated in every text and image prompt
+MAX_STORY_SCENES = 1_000  # --scenes: one StoryRequest carries one direction per scene
+MAX_SEED = 2**64 - 1  # ComfyUI's KSampler seed range is 0 .. 2**64-1
+MAX_LOOK_CHARS = 1_000  # a character's canonical look, repeated in every image prompt
 
 
 class ImageStatus(StrEnum):
@@ -68,14 +79,14 @@ class GpuSharing(StrEnum):
 class SceneRequest(BaseModel):
     """Start one scene. ``story_id`` None means: start a new story with this direction as premise."""
 
-    direction: str = Field(min_length=1, max_length=4000)
+    direction: str = Field(min_length=1, max_length=MAX_DIRECTION_CHARS)
     story_id: str | None = None
     parent_node_id: str | None = None
     illustrate: bool = True
     model: str | None = None  # None: the worker's configured text model
     template: str | None = None  # None: the worker's configured template
-    style: str = ""
-    seed: int | None = None  # None: derived from the workflow id
+    style: str = Field(default="", max_length=MAX_STYLE_CHARS)
+    seed: int | None = Field(default=None, ge=0, le=MAX_SEED)  # None: from the workflow id
     gpu_sharing: GpuSharing = GpuSharing.SHARED
     # Story memory (issue 6): None = no embedding and no recall (the pre-memory behaviour).
     embed_model: str | None = None
@@ -385,13 +396,13 @@ class StoryRequest(BaseModel):
     ``paused`` are carried across continue-as-new; starters leave them at their defaults.
     """
 
-    directions: list[str] = Field(min_length=1, max_length=1000)
+    directions: list[str] = Field(min_length=1, max_length=MAX_STORY_SCENES)
     story_id: str | None = None
     parent_node_id: str | None = None
     illustrate: bool = True
     model: str | None = None
     template: str | None = None
-    style: str = ""
+    style: str = Field(default="", max_length=MAX_STYLE_CHARS)
     gpu_sharing: GpuSharing = GpuSharing.SHARED
     next_index: int = 0
     node_ids: list[str] = Field(default_factory=list)

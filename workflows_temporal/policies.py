@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import timedelta
 
+from pydantic import ValidationError
 from temporalio.common import RetryPolicy
 
 __all__ = [
@@ -19,6 +20,7 @@ __all__ = [
     "ROLES",
     "SCENE_WORKFLOW_QUEUE",
     "STEPS",
+    "WORKFLOW_FAILURE_TYPES",
     "StepPolicy",
     "image_queue",
     "queues_for_role",
@@ -43,6 +45,11 @@ NON_RETRYABLE_TYPES = [
     "TemplateError",
     "StoreError",
 ]
+
+# Exceptions that fail the *workflow* (with their message) instead of its workflow task. A
+# task failure is retried forever (a stuck run that even a cancel cannot end); an input that
+# does not validate against its contract (pydantic) will never validate on a retry.
+WORKFLOW_FAILURE_TYPES: list[type[BaseException]] = [ValidationError]
 
 
 def image_queue(gpu: str = "") -> str:

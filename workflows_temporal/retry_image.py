@@ -32,7 +32,7 @@ with workflow.unsafe.imports_passed_through():
         UpsertCharactersInput,
         UpsertCharactersResult,
     )
-    from workflows_temporal.policies import image_queue
+    from workflows_temporal.policies import WORKFLOW_FAILURE_TYPES, image_queue
     from workflows_temporal.scene_prompts import REFERENCE_TEMPLATE, build_image_prompt
     from workflows_temporal.steps import failure_reason, final_error, run_step
     from workflows_temporal.story_memory import node_seed
@@ -51,7 +51,7 @@ def retry_workflow_id(node_id: str, attempt: int) -> str:
     return f"retry-image-{node_id}-{attempt}"
 
 
-@workflow.defn(name="RetryImageWorkflow")
+@workflow.defn(name="RetryImageWorkflow", failure_exception_types=WORKFLOW_FAILURE_TYPES)
 class RetryImageWorkflow:
     """Render the image of ``RetryImageRequest.node_id`` again and attach it.
 

@@ -37,7 +37,7 @@ with workflow.unsafe.imports_passed_through():
         WriteSceneInput,
         WrittenScene,
     )
-    from workflows_temporal.policies import image_queue
+    from workflows_temporal.policies import WORKFLOW_FAILURE_TYPES, image_queue
     from workflows_temporal.scene_memory import (
         MEMORY_PATCH,
         NODE_SEED_PATCH,
@@ -88,6 +88,12 @@ def _story_label(req: SceneRequest) -> str:
 
 def _check_request(req: SceneRequest) -> None:
     """Refuse a request the starter should have completed: the workflow reads no settings."""
+    if not req.direction.strip():
+        raise ApplicationError(
+            "SceneRequest.direction is blank: say what happens in the scene",
+            type="BadRequest",
+            non_retryable=True,
+        )
     if not req.model:
         raise ApplicationError(
             "SceneRequest.model is not set: the starter must choose the text model "
@@ -104,7 +110,7 @@ def _check_request(req: SceneRequest) -> None:
         )
 
 
-@workflow.defn(name="SceneWorkflow")
+@workflow.defn(name="SceneWorkflow", failure_exception_types=WORKFLOW_FAILURE_TYPES)
 class SceneWorkflow:
     """One scene, start to end. Input ``SceneRequest``; output ``SceneResult``.
 

@@ -26,6 +26,7 @@ with workflow.unsafe.imports_passed_through():
         StoryRequest,
         StoryResult,
     )
+    from workflows_temporal.policies import WORKFLOW_FAILURE_TYPES
     from workflows_temporal.scene import STORY_ID, SceneWorkflow
     from workflows_temporal.scene_prompts import first_words, without_scene_number
     from workflows_temporal.steps import final_error
@@ -44,7 +45,7 @@ def scene_workflow_id(story_workflow_id: str, index: int) -> str:
     return f"{story_workflow_id}/scene-{index + 1:04d}"
 
 
-@workflow.defn(name="StoryWorkflow")
+@workflow.defn(name="StoryWorkflow", failure_exception_types=WORKFLOW_FAILURE_TYPES)
 class StoryWorkflow:
     """Write ``req.directions`` in order, one child SceneWorkflow each.
 

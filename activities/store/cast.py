@@ -168,7 +168,7 @@ class CastPart(Transactions):
                     f"story '{story_id}' has no character named '{name}'",
                     service="store",
                     where=f"story {story_id}",
-                    hint=f"Known characters: {known}. Define one first by setting its look",
+                    hint=f"Known characters: {known}. Characters appear when a scene names them",
                 )
             character.reference_asset_id = await ensure_asset(s, path, sha256, "reference", size)
             await s.flush()
