@@ -25,6 +25,9 @@ __all__ = ["CancelOutcome", "cancel_run", "describe_run"]
 
 _POLL_S = 0.3
 _NO_POLLER_GRACE_S = 3.0
+# A workflow task may time out once in a healthy run (a worker killed mid-task); a task on its
+# third attempt is failing, and a cancel cannot get through it.
+_FAILING_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -55,7 +58,7 @@ def _status(desc: Any) -> str:
 async def _why_stuck(client: Client, desc: Any, waited: float) -> str | None:
     """Why the run cannot process the cancel, or None while it may still do so."""
     task = desc.raw_description.pending_workflow_task
-    if desc.raw_description.HasField("pending_workflow_task") and task.attempt > 1:
+    if desc.raw_description.HasField("pending_workflow_task") and task.attempt >= _FAILING_ATTEMPTS:
         return f"its workflow task has failed {task.attempt - 1} time(s) and keeps failing"
     if waited >= _NO_POLLER_GRACE_S:
         queue = desc.task_queue or SCENE_WORKFLOW_QUEUE

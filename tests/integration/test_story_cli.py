@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import struct
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,16 @@ async def services(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Se
         yield running
     finally:
         await running.close()
+
+
+def tiny_png() -> bytes:
+    """A real 1x1 PNG (signature, IHDR, IDAT, IEND with their CRCs)."""
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+    header = struct.pack(">IIBBBBB", 1, 1, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00\xff\x00\x00")) + chunk(b"IEND", b""))
 
 
 def rows(db_file: Path, sql: str, *args: Any) -> list[dict[str, Any]]:
@@ -149,24 +161,23 @@ async def test_user_takes_control_of_a_character(services: Services, tmp_path: P
     look = "a lanky woman with a silver braid and a sea-green oilskin"
     described = await services.storyloom("character", "describe", sid, "Mira", look)
     assert described.returncode == 0, described.stderr
-    # Whether the emulator's prose names Tobin depends on the seed (a fresh workflow id), so the
-    # user defines him first: `describe` creates a character the scenes have not named yet.
-    defined = await services.storyloom("character", "describe", sid, "Tobin", "a boy in a red cap")
-    assert defined.returncode == 0, defined.stderr
-    picture = tmp_path / "tobin.png"
-    picture.write_bytes(b"\x89PNG\r\n\x1a\n" + b"tobin" * 20)
-    set_image = await services.storyloom("character", "set-image", sid, "Tobin", str(picture))
+    # `describe` never invents a character the scenes have not named (issue 12).
+    invented = await services.storyloom("character", "describe", sid, "Nobody", "a ghost")
+    assert invented.returncode == 2 and "no character named 'Nobody'" in invented.stderr
+    picture = tmp_path / "mira.png"
+    picture.write_bytes(tiny_png())
+    set_image = await services.storyloom("character", "set-image", sid, "Mira", str(picture))
     assert set_image.returncode == 0, set_image.stderr
 
     listing = await services.storyloom("character", "list", sid)
     assert listing.returncode == 0, listing.stderr
     flat = " ".join(listing.stdout.split())
-    assert "silver braid" in flat and "Tobin" in flat
+    assert "silver braid" in flat and "Mira" in flat
     [mira] = rows(services.db_file, "SELECT look FROM characters WHERE story_id = ? AND name = ?",
                   sid, "Mira")
     assert mira["look"] == look
     [ref] = rows(services.db_file, "SELECT a.path FROM characters c JOIN assets a ON "
-                 "a.id = c.reference_asset_id WHERE c.story_id = ? AND c.name = 'Tobin'", sid)
+                 "a.id = c.reference_asset_id WHERE c.story_id = ? AND c.name = 'Mira'", sid)
     assert Path(ref["path"]).read_bytes() == picture.read_bytes()
     unknown = await services.storyloom("character", "set-image", sid, "Nobody", str(picture))
     assert unknown.returncode == 2 and "Nobody" in unknown.stderr
