@@ -45,3 +45,9 @@ async def test_demo_writes_an_illustrated_story_and_says_where_it_is(tmp_path: P
     assert [r[0] for r in rows] == ["done", "done", "done"]
     assert rows[0][2] is None and all(Path(r[1]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
                                       for r in rows)
+    # One copy of each picture (besides the emulated ComfyUI's own output folder): the book
+    # and the notes link to media/.
+    pictures = [p for p in data.rglob("*.png") if "comfyui" not in p.relative_to(data).parts]
+    assert sorted(pictures) == sorted(Path(r[1]) for r in rows), pictures
+    assert not (data / "images").exists() and not (data / "storybook" / "images").exists()
+    assert "(s)" not in out and "1 scenes" not in out
