@@ -62,6 +62,7 @@ async def _stories(rig: Rig, stories: int, scenes: int, sharing: GpuSharing,
                    ) -> tuple[float, list[StoryResult]]:
     """Start ``stories`` StoryWorkflows at once; (seconds to the last result, results)."""
     tag = uuid.uuid4().hex[:6]
+    rig.burst_began = time.time()
     began = time.perf_counter()
     handles = await asyncio.gather(*(
         rig.client.start_workflow(
@@ -73,6 +74,22 @@ async def _stories(rig: Rig, stories: int, scenes: int, sharing: GpuSharing,
         for k in range(stories)))
     results = await asyncio.wait_for(asyncio.gather(*(h.result() for h in handles)), DEADLINE_S)
     return time.perf_counter() - began, list(results)
+
+
+def _timeline(spans: list[list[tuple[float, float]]], began: float, ended: float,
+              ) -> list[dict[str, float]]:
+    """Where each GPU's renders left it idle: before the first (ramp), between renders (gaps,
+    which include LLM turns on a shared card), after the last (tail); seconds."""
+    out = []
+    for gpu in spans:
+        if not gpu:
+            out.append({"renders": 0, "ramp_s": round(ended - began, 3)})
+            continue
+        busy = sum(end - start for start, end in gpu)
+        out.append({"renders": len(gpu), "ramp_s": round(gpu[0][0] - began, 3),
+                    "gaps_s": round(gpu[-1][1] - gpu[0][0] - busy, 3),
+                    "tail_s": round(ended - gpu[-1][1], 3), "render_s": round(busy, 3)})
+    return out
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -88,6 +105,7 @@ async def _configuration(gpus: int, sharing: GpuSharing) -> dict[str, Any]:
                              {"step_delay": STEP_S, "checkpoint_load_delay": CKPT_LOAD_S})
         before = await rig.stats()
         makespan, results = await _stories(rig, STORIES, SCENES, sharing)
+        timeline = _timeline(await rig.render_spans(), rig.burst_began, time.time())
         after = await rig.stats()
         scheduler = await rig.scheduler_stats()
     finally:
@@ -122,7 +140,7 @@ async def _configuration(gpus: int, sharing: GpuSharing) -> dict[str, Any]:
         "scenes": len(latencies), "images_failed": sum(r.images_failed for r in results),
         "p50_s": statistics.median(latencies), "p95_s": _pct(latencies, 0.95),
         "scenes_per_min": 60.0 * illustrated / makespan, "illustrated": illustrated,
-        "scheduler": scheduler,
+        "gpu_timeline": timeline, "scheduler": scheduler,
     }
 
 

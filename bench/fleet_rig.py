@@ -83,6 +83,7 @@ class Rig:
     comfy_urls: list[str]
     emulators: subprocess.Popen[bytes]
     workers: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    burst_began: float = 0.0  # epoch seconds the benchmark started its stories
 
     @property
     def gpus(self) -> int:
@@ -100,6 +101,18 @@ class Rig:
             llm = (await http.get(self.ollama_url + "/_emulator/stats")).json()
             comfy = [(await http.get(u + "/_emulator/stats")).json() for u in self.comfy_urls]
         return {"ollama": llm, "comfy": comfy}
+
+    async def render_spans(self) -> list[list[tuple[float, float]]]:
+        """Per GPU, (start, end) epoch seconds of every finished prompt, from ``/api/jobs``."""
+        spans: list[list[tuple[float, float]]] = []
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            for url in self.comfy_urls:
+                reply = await http.get(url + "/api/jobs", params={
+                    "status": "completed,failed", "sort_by": "created_at", "sort_order": "asc"})
+                jobs = reply.json()["jobs"]
+                spans.append(sorted((j["execution_start_time"] / 1e3, j["execution_end_time"] / 1e3)
+                                    for j in jobs if "execution_start_time" in j))
+        return spans
 
     async def scheduler_stats(self) -> dict[str, Any] | None:
         """The GPU scheduler's ``stats`` query, or None when there is no scheduler."""
