@@ -22,6 +22,7 @@ from emulators.gpu import EmulatedGpu
 from emulators.ollama import OllamaEmulator
 from tests.fixtures.comfy_emulator import collect_frames, txt2img_graph, wait_job_status
 from tests.fixtures.common import wait_until
+from tests.fixtures.gpu_emulators import gpu_fleet
 
 SCALE = 0.01
 MODEL = "llama3.2"
@@ -30,17 +31,9 @@ MODEL = "llama3.2"
 @pytest_asyncio.fixture
 async def card(tmp_path: Path) -> AsyncIterator[tuple[OllamaEmulator, ComfyEmulator]]:
     """An Ollama and a ComfyUI emulator on one emulated GPU (checkpoint load: 1 s × SCALE)."""
-    gpu = EmulatedGpu("gpu0")
-    ollama = OllamaEmulator(time_scale=SCALE, gpu=gpu)
-    comfy = ComfyEmulator(tmp_path / "comfy", time_scale=SCALE, gpu=gpu,
-                          faults={"checkpoint_load_delay": 1.0})
-    await ollama.start()
-    await comfy.start()
-    try:
-        yield ollama, comfy
-    finally:
-        await comfy.stop()
-        await ollama.stop()
+    async with gpu_fleet(tmp_path, 1, shared=True, time_scale=SCALE,
+                         comfy_faults={"checkpoint_load_delay": 1.0}) as fleet:
+        yield fleet.ollama, fleet.comfy[0]
 
 
 async def generate(ollama: OllamaEmulator, **extra: Any) -> dict[str, Any]:
@@ -160,19 +153,15 @@ async def test_llm_loaded_during_a_render_is_a_conflict_and_the_render_runs_out_
 
 
 async def test_separate_gpus_render_beside_a_resident_llm(tmp_path: Path) -> None:
-    ollama = OllamaEmulator(time_scale=SCALE)  # no shared card: each has a GPU of its own
-    comfy = ComfyEmulator(tmp_path / "comfy", time_scale=SCALE)
-    await ollama.start()
-    await comfy.start()
-    try:
-        await generate(ollama)
-        frames, _ = await render(comfy)
-        await wait_until(lambda: comfy.stats["completed"] == 1, timeout=10, what="completed")
-    finally:
-        await comfy.stop()
-        await ollama.stop()
-    assert any(f["type"] == "execution_success" for f in frames)
-    assert comfy.stats["oom_errors"] == 0 and comfy.stats["gpu"]["shared_with_llm"] is False
+    async with gpu_fleet(tmp_path, 2, shared=True, time_scale=SCALE) as fleet:
+        await generate(fleet.ollama)  # resident on GPU 0 only
+        on_llm_gpu, _ = await render(fleet.comfy[0])
+        elsewhere, _ = await render(fleet.comfy[1])
+        stats = [c.stats for c in fleet.comfy]
+    assert any(f["type"] == "execution_error" for f in on_llm_gpu)
+    assert any(f["type"] == "execution_success" for f in elsewhere)
+    assert [s["oom_errors"] for s in stats] == [1, 0]
+    assert [s["gpu"]["shared_with_llm"] for s in stats] == [True, False]
 
 
 async def test_comfy_linked_by_url_asks_ollamas_ps_before_it_renders(tmp_path: Path) -> None:
