@@ -1,9 +1,16 @@
 """Following one prompt over ComfyUI's WebSocket, with HTTP as the judge of its fate.
 
-The socket only brings progress (§10.1): every terminal frame, every reconnect and every quiet
-spell of ``ws_silence`` seconds leads to ``job_status`` over HTTP, and only a COMPLETED reading
-ends the follow. Frames are filtered by ``prompt_id``; binary frames and unknown types are
-skipped; there is no replay after a drop, so a reconnect is always followed by an HTTP read.
+The socket only brings progress (§10.1): HTTP is read every ``poll_interval`` whatever the
+socket says, and at once after a terminal frame or a reconnect; only a COMPLETED reading ends
+the follow. Frames are filtered by ``prompt_id``; binary frames and unknown types are skipped;
+there is no replay after a drop, so a reconnect is always followed by an HTTP read.
+
+A socket that hears nothing at all for ``ws_silence`` seconds while HTTP says the job runs is
+closed and opened again: real ComfyUI 0.33.0 unregisters a clientId when *any* socket of that id
+closes, so a stale attempt's socket closing after ours opened silences ours for good (observed;
+the emulator does the same). The silence that earns such a reconnect doubles (up to
+``ws_retry_max``) until a frame about our prompt arrives, so a long node without progress costs
+a few reconnects, never a loop.
 """
 
 from __future__ import annotations
@@ -70,10 +77,12 @@ class Watcher:
 
     ``follow`` yields ProgressEvents until HTTP confirms completion (kind "done"); raises
     ComfyExecutionError (final), JobCancelled (final), JobLost (retryable) and the client's
-    transport errors (retryable). Without a usable socket it still works, by polling HTTP every
-    ``poll_interval``; a socket that fails or drops is tried again with exponential back-off
-    (at once, then ``ws_retry_initial`` doubling to ``ws_retry_max``), never in a tight loop. ``connects`` counts the
-    attempts to open it.
+    transport errors (retryable). HTTP is polled every ``poll_interval``, so the end is seen in
+    time even without a usable socket; a socket that fails or drops is tried again with
+    exponential back-off (at once, then ``ws_retry_initial`` doubling to ``ws_retry_max``), and a
+    socket silent for ``ws_silence`` while the job runs is reopened (module docstring), never in
+    a tight loop. A socket is always closed, and the close waited for, before the next one with
+    the same clientId opens. ``connects`` counts the attempts to open one.
     """
 
     def __init__(self, client: ComfyClient, client_id: str | None = None) -> None:
@@ -87,6 +96,7 @@ class Watcher:
         self._backoff = 0.0
         self._retry_at = 0.0  # loop time before which no new connect is tried
         self._opened_at = 0.0
+        self._heard = 0.0  # loop time of the socket's last frame (or of its connect)
         self._last_poll = float("-inf")
 
     async def __aenter__(self) -> Self:
@@ -98,9 +108,16 @@ class Watcher:
     async def __aexit__(
         self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._ws is not None:
-            await self._ws.close()
-            self._ws = None
+        await self._close()
+
+    async def _close(self) -> None:
+        """Close our socket and wait until the connection is gone. ComfyUI unregisters a
+        clientId when any socket of that id closes (§4.1): a new socket with our id must only
+        open after the old one is closed, or the old one's late close would silence it."""
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            await ws.close()
+            await ws.wait_closed()
 
     def _back_off(self, lived: float) -> None:
         """After a failed connect or a drop: the first try is at once, then after
@@ -115,6 +132,7 @@ class Watcher:
         self._retry_at = asyncio.get_running_loop().time() + delay
 
     async def _connect(self) -> bool:
+        await self._close()  # never two of our sockets on one clientId (see _close)
         self.connects += 1
         try:
             self._ws = await connect(
@@ -131,11 +149,11 @@ class Watcher:
             logger.warning("comfyui websocket %s: connect failed (%s); next try in %.1f s",
                            self.url, exc, self._retry_at - asyncio.get_running_loop().time())
             return False
-        self._opened_at = asyncio.get_running_loop().time()
+        self._opened_at = self._heard = asyncio.get_running_loop().time()
         return True
 
     def _dropped(self, exc: ConnectionClosed) -> None:
-        self._ws = None
+        self._ws = None  # recv raised ConnectionClosed: the connection is already closed
         self._back_off(asyncio.get_running_loop().time() - self._opened_at)
         logger.warning("comfyui websocket dropped (%s); polling HTTP, reconnecting in %.1f s",
                        exc, self._retry_at - asyncio.get_running_loop().time())
@@ -152,12 +170,24 @@ class Watcher:
         yield event
         if event.kind == "done":
             return
-        announced = False  # a terminal frame arrived: poll HTTP briskly until it agrees
-        next_poll = loop.time() + timeouts.ws_silence
+        running = event.kind == "started"
+        quiet = timeouts.ws_silence  # the silence that earns a reconnect; doubles while useless
+        next_poll = loop.time() + timeouts.poll_interval
         while True:
             if self._ws is None and loop.time() >= self._retry_at and await self._connect():
                 yield ProgressEvent("reconnected", prompt_id)
                 # No replay after a gap: read HTTP now (or at the poll pace, if just read).
+                next_poll = max(loop.time(), self._last_poll + timeouts.poll_interval)
+            elif self._ws is not None and running and loop.time() - self._heard >= quiet:
+                # Nothing at all (not even a status broadcast) while the job runs: the server
+                # may have unregistered our clientId (a stale socket with the same id closed
+                # after ours opened, §4.1). Only a new connect registers it again.
+                logger.info("comfyui websocket %s: silent for %.1f s while prompt %s runs; "
+                            "reconnecting", self.url, loop.time() - self._heard, prompt_id)
+                quiet = min(max(timeouts.ws_silence, timeouts.ws_retry_max), quiet * 2)
+                await self._close()
+                if await self._connect():
+                    yield ProgressEvent("reconnected", prompt_id)
                 next_poll = max(loop.time(), self._last_poll + timeouts.poll_interval)
             wait = next_poll - loop.time()
             frame: str | bytes | None = None
@@ -165,30 +195,34 @@ class Watcher:
                 if self._ws is None:  # sleep until the next poll or the next connect try
                     await asyncio.sleep(max(0.0, min(wait, self._retry_at - loop.time())))
                     continue
+                if running:  # wake up when the silence gets suspicious
+                    wait = min(wait, max(0.0, self._heard + quiet - loop.time()))
                 try:
                     frame = await asyncio.wait_for(self._ws.recv(), wait)
                 except TimeoutError:
-                    frame = None
+                    continue
                 except ConnectionClosed as exc:
                     self._dropped(exc)
                     next_poll = max(loop.time(), self._last_poll + timeouts.poll_interval)
                     continue
             if frame is None:
+                # HTTP is the truth, read on a timer whatever the socket says (a silent socket
+                # proves nothing): completion is seen within ``poll_interval``.
                 event = await self._judge(prompt_id)
                 yield event
                 if event.kind == "done":
                     return
-                brisk = announced or self._ws is None
-                next_poll = loop.time() + (timeouts.poll_interval if brisk else timeouts.ws_silence)
+                running = event.kind == "started"
+                next_poll = loop.time() + timeouts.poll_interval
                 continue
+            self._heard = loop.time()
             message = _ours(frame, prompt_id)
             if message is None:
                 continue
+            quiet = timeouts.ws_silence  # this socket works: silence is the job's own again
             kind, data = message
-            next_poll = loop.time() + timeouts.ws_silence
             if kind in _TERMINAL or (kind == "executing" and data.get("node") is None):
-                announced = True
-                next_poll = loop.time()
+                next_poll = loop.time()  # the end was announced: HTTP confirms it now
             elif kind == "execution_start":
                 yield ProgressEvent("started", prompt_id)
             elif kind == "executing":

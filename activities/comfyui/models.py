@@ -68,9 +68,10 @@ class ProgressEvent:
 
 @dataclass(frozen=True)
 class ComfyTimeouts:
-    """Seconds. ``read`` bounds one HTTP answer; ``ws_silence`` is how long the WebSocket may be
-    quiet about our prompt before the client asks HTTP; ``poll_interval`` paces HTTP polling
-    once completion has been announced or the socket is down. A socket that fails to open or
+    """Seconds. ``read`` bounds one HTTP answer; ``poll_interval`` paces the HTTP reads of a
+    followed job (the truth, read whatever the socket says); ``ws_silence`` is how long the
+    WebSocket may hear nothing at all while the job runs before it is reopened (a clientId that
+    ComfyUI unregistered gets nothing more until a new connect). A socket that fails to open or
     drops is tried again after ``ws_retry_initial``, doubling up to ``ws_retry_max`` while it
     keeps failing (a socket that stayed up ``ws_retry_max`` starts the series over)."""
 

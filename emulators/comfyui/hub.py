@@ -14,7 +14,13 @@ logger = logging.getLogger(__name__)
 
 
 class Hub:
-    """Sockets keyed by client id; a new socket with a used id replaces the old one."""
+    """Sockets keyed by client id; a new socket with a used id replaces the old one.
+
+    As in ComfyUI 0.33.0 (server.py ``websocket_handler``: ``sockets[sid] = ws`` on connect,
+    ``sockets.pop(sid)`` in its ``finally``), a socket that closes unregisters its client id even
+    when a newer socket took that id over: the newer one then receives nothing at all, not even
+    status broadcasts, although its prompts still run (observed on a real 0.33.0 server).
+    """
 
     def __init__(self) -> None:
         self.sockets: dict[str, tuple[web.WebSocketResponse, web.Request]] = {}
@@ -22,10 +28,9 @@ class Hub:
     def add(self, sid: str, ws: web.WebSocketResponse, request: web.Request) -> None:
         self.sockets[sid] = (ws, request)
 
-    def remove(self, sid: str, ws: web.WebSocketResponse) -> None:
-        current = self.sockets.get(sid)
-        if current is not None and current[0] is ws:
-            del self.sockets[sid]
+    def remove(self, sid: str) -> None:
+        """A socket of client ``sid`` closed: forget the id, whichever socket holds it now."""
+        self.sockets.pop(sid, None)
 
     async def send(self, kind: str, data: dict[str, Any], sid: str | None = None) -> None:
         """To client `sid`, or to every socket when `sid` is None."""

@@ -110,7 +110,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             if msg.type == WSMsgType.ERROR:
                 break
     finally:
-        core.hub.remove(sid, ws)
+        core.hub.remove(sid)  # even if a newer socket took `sid` over, as ComfyUI does
     return ws
 
 

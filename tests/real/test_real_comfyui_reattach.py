@@ -1,22 +1,28 @@
 """Re-attach over the WebSocket (issue 11), against our emulator and a real ComfyUI when
 configured: ComfyUI sends a prompt's execution frames to the socket whose clientId the prompt
 named (protocol §4.4), and a new socket with that clientId takes them over (§4.1), so a second
-"worker" that re-attaches with the render's clientId sees the progress and the end."""
+"worker" that re-attaches with the render's clientId sees the progress and the end; but an old
+socket of that clientId closing afterwards unregisters the id and silences the new socket."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import time
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
 
 from activities.comfyui.activities import render_client_id
 from activities.comfyui.client import ComfyClient
 from activities.comfyui.models import ComfyTimeouts, JobState, ProgressEvent
 from tests.fixtures.common import wait_until
 from tests.real.conftest import ComfyTarget
-from tests.real.test_real_comfyui import _busy
+from tests.real.test_real_comfyui import _busy, _color
 
 
 def _hold(target: ComfyTarget) -> None:
@@ -25,8 +31,8 @@ def _hold(target: ComfyTarget) -> None:
         target.emulator.set_faults({"node_delay": 100})  # × time_scale 0.01
 
 
-# HTTP is asked only after a minute of silence: ending in time needs the socket's frames.
-FRAMES_ONLY = ComfyTimeouts(poll_interval=0.1, ws_silence=60.0)
+# HTTP is asked only once a minute: ending in time needs the socket's frames.
+FRAMES_ONLY = ComfyTimeouts(poll_interval=60.0, ws_silence=60.0)
 
 
 @pytest.fixture
@@ -73,28 +79,92 @@ async def test_a_new_socket_with_the_renders_client_id_gets_its_frames(
     assert (await worker_b.job_status(pid)).state is JobState.COMPLETED
 
 
-async def test_a_stale_socket_closing_late_does_not_silence_the_new_one(
-    comfy_target: ComfyTarget, worker_a: ComfyClient, worker_b: ComfyClient
+async def test_a_stale_socket_closing_late_unregisters_the_new_one(
+    comfy_target: ComfyTarget, worker_b: ComfyClient
 ) -> None:
-    """A stale attempt (timed out, its worker still alive) may close its socket after the new
-    attempt connected with the same clientId. The new socket must still get the frames; if a
-    real server unregisters the id on the old socket's close, this test shows it (the client
-    then falls back to HTTP after ws_silence, and the emulator would need the same behaviour)."""
+    """ComfyUI 0.33.0 registers a socket under its clientId on connect and pops the clientId
+    when any socket of that id closes (server.py websocket_handler), so an old socket closing
+    after a new one took its clientId over leaves the new one deaf: not one frame more, not even
+    a status broadcast, while the prompt it named runs to the end (realcomfy findings 3a)."""
+    pid = str(uuid.uuid4())
+    cid = uuid.uuid4().hex
+    url = _ws_url(comfy_target, cid)
+    stale = await websockets.connect(url)
+    await stale.recv()  # its status
+    fresh = await websockets.connect(url)
+    try:
+        hello = json.loads(await fresh.recv())
+        assert hello["type"] == "status" and hello["data"]["sid"] == cid
+        await stale.close()  # after the fresh socket took the clientId over
+        await worker_b.queue_prompt(_quick(), pid, client_id=cid)
+
+        async def finished() -> bool:
+            return (await worker_b.job_status(pid)).state is JobState.COMPLETED
+
+        await wait_until(finished, timeout=60, interval=0.1, what="the prompt to complete")
+        heard = await _drain(fresh, quiet=1.0)
+    finally:
+        await stale.close()
+        await fresh.close()
+    assert heard == [], heard  # neither our prompt's frames nor the status broadcasts
+
+
+async def test_a_watcher_silenced_by_a_stale_socket_reopens_it_and_follows_to_the_end(
+    comfy_target: ComfyTarget, worker_a: ComfyClient
+) -> None:
+    """The client's answer to the trap above: a socket that hears nothing while HTTP says the
+    job runs is closed and opened again (which registers the clientId again), so the later
+    nodes' frames arrive; the reconnects stay one per silence at most."""
     _hold(comfy_target)
+    timeouts = ComfyTimeouts(poll_interval=0.5, ws_silence=2.5)
     pid = str(uuid.uuid4())
     cid = render_client_id(f"realtest-{pid}", "render")
-    stale = worker_a.watch(cid)
-    await stale.__aenter__()
+    stale = await websockets.connect(_ws_url(comfy_target, cid))  # a dead attempt's socket
+    await stale.recv()
+    events: list[ProgressEvent] = []
+    began = time.monotonic()
     try:
-        async with worker_b.watch(cid) as fresh:  # the new attempt takes the id over
-            await stale.__aexit__(None, None, None)  # ... then the stale one closes
-            await worker_b.queue_prompt(_busy(comfy_target), pid, client_id=cid)
-            kinds = [e.kind async for e in _bounded(fresh.follow(pid), 45)]
+        async with ComfyClient(comfy_target.url, timeouts=timeouts) as client, \
+                client.watch(cid) as watcher:
+            await stale.close()  # ... closes after the new attempt took the clientId over
+            await client.queue_prompt(_busy(comfy_target), pid, client_id=cid)
+            events = [e async for e in _bounded(watcher.follow(pid), 120)]
+            connects = watcher.connects
     finally:
-        await stale.__aexit__(None, None, None)
+        await stale.close()
         if comfy_target.emulator is not None:
             comfy_target.emulator.set_faults({})
-    assert kinds[-1] == "done" and "node" in kinds, kinds
+    elapsed = time.monotonic() - began
+    kinds = [e.kind for e in events]
+    assert kinds[-1] == "done", kinds
+    assert "reconnected" in kinds and "node" in kinds[kinds.index("reconnected"):], kinds
+    assert 2 <= connects <= 2 + elapsed / timeouts.ws_silence, (connects, elapsed)
+
+
+def _ws_url(target: ComfyTarget, client_id: str) -> str:
+    return target.url.replace("http://", "ws://", 1) + f"/ws?clientId={client_id}"
+
+
+def _quick() -> dict[str, Any]:
+    """A tiny model-free graph with a fresh colour (a real server cannot answer from cache)."""
+    return {
+        "1": {"class_type": "EmptyImage",
+              "inputs": {"width": 64, "height": 64, "batch_size": 1, "color": _color()}},
+        "2": {"class_type": "SaveImage",
+              "inputs": {"images": ["1", 0], "filename_prefix": "storyloom/realquick"}},
+    }
+
+
+async def _drain(ws: ClientConnection, *, quiet: float) -> list[str]:
+    """The text frames ``ws`` receives until it stays quiet for ``quiet`` seconds."""
+    frames: list[str] = []
+    while True:
+        try:
+            frame = await asyncio.wait_for(ws.recv(), quiet)
+        except TimeoutError:
+            return frames
+        if isinstance(frame, str):
+            frames.append(frame)
 
 
 async def _bounded(events: AsyncIterator[ProgressEvent], seconds: float) -> AsyncIterator[

@@ -157,9 +157,9 @@ async def test_a_reattached_render_shows_sampler_progress_and_sees_the_end_at_on
     comfy_emulator: Any, tmp_path: Path
 ) -> None:
     comfy_emulator.set_faults({"step_delay": 10.0})  # 0.1 s per step, 20 steps
-    # A quiet socket is re-checked over HTTP only after a minute: seeing the end in time needs
-    # the terminal frame, i.e. a socket that receives this prompt's frames.
-    slow_poll = ComfyTimeouts(connect=2.0, read=5.0, poll_interval=0.05, ws_silence=60.0)
+    # HTTP is read only once a minute: seeing the end in time needs the terminal frame, i.e. a
+    # socket that receives this prompt's frames.
+    slow_poll = ComfyTimeouts(connect=2.0, read=5.0, poll_interval=60.0, ws_silence=60.0)
     inp = request()
     pid = render_prompt_id(inp.workflow_id, inp.step)
     async with ComfyClient(comfy_emulator.url, timeouts=slow_poll) as worker_a, \
