@@ -19,7 +19,6 @@ from activities.errors import StoreError
 from starter.console import screen
 from starter.input_checks import check_look
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
-from starter.preflight import store_label
 from starter.settings import Settings
 from starter.tree_command import open_store
 
@@ -58,7 +57,7 @@ async def _known_character(store: Any, settings: Settings, story_id: str,
     try:
         cast = await store.repo.list_characters(story_id)
     except StoreError as exc:
-        raise CliFailure(f"There is no story {story_id!r} in {store_label(settings)}: "
+        raise CliFailure(f"There is no story {story_id!r} in {settings.store_label}: "
                          "`storyloom list` shows the stories.", EXIT_USAGE) from exc
     if name_key(name) not in {name_key(c.name) for c in cast}:
         known = ", ".join(c.name for c in cast) or "none yet (characters appear as scenes "

@@ -7,6 +7,7 @@ Where a scene continues a story: ``--story S`` alone continues from the story's 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -15,10 +16,11 @@ from activities.errors import StoreError
 from starter.outcome import EXIT_USAGE, CliFailure
 from starter.settings import Settings
 
-__all__ = ["Placement", "check_model", "place_scene", "store_label"]
+__all__ = ["Placement", "check_model", "place_scene"]
 
 logger = logging.getLogger(__name__)
 _TIPS_SHOWN = 5
+_MODEL_CHECK_TIMEOUT_S = 5.0  # a busy Ollama may be slow to list its models: then skip
 
 
 @dataclass(frozen=True)
@@ -28,12 +30,6 @@ class Placement:
     story_id: str | None
     parent_node_id: str | None
     note: str | None = None
-
-
-def store_label(settings: Settings) -> str:
-    """The store as a user can recognise it, without a password."""
-    url = settings.effective_database_url
-    return url.rpartition("@")[2] if "@" in url else url.split("///", 1)[-1]
 
 
 def _tips(nodes: list[Any]) -> list[Any]:
@@ -59,7 +55,7 @@ async def place_scene(settings: Settings, story_id: str | None, parent_id: str |
         return Placement(None, None)
     from starter.tree_command import open_store
 
-    where = store_label(settings)
+    where = settings.store_label
     store = await open_store(settings)
     try:
         if parent_id is not None:
@@ -72,7 +68,9 @@ async def place_scene(settings: Settings, story_id: str | None, parent_id: str |
                 raise CliFailure(f"Node {parent_id} belongs to story {node.story_id}, not "
                                  f"{story_id}: drop --story, or pick a node of {story_id}.",
                                  EXIT_USAGE)
-            return Placement(node.story_id, node.id)
+            # The story stays as given: a branch named by its parent alone is that node's
+            # story's (the workflow derives it, and its UI says "branch from node").
+            return Placement(story_id, node.id)
         assert story_id is not None
         try:
             nodes = await store.repo.story_nodes(story_id)
@@ -110,7 +108,8 @@ async def check_model(settings: Settings, model: str) -> None:
 
     client = ollama_client(settings)
     try:
-        names = {normalise_name(m.full_name) for m in await client.list_models()}
+        listed = await asyncio.wait_for(client.list_models(), _MODEL_CHECK_TIMEOUT_S)
+        names = {normalise_name(m.full_name) for m in listed}
     except Exception as exc:  # noqa: BLE001 - unreachable: the workflow will wait and retry
         logger.info("model check skipped: Ollama at %s: %s", settings.ollama_url, exc)
         return

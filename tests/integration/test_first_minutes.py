@@ -6,6 +6,7 @@ the rows in the store, and the workflows left in Temporal.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import signal
 import sqlite3
@@ -140,9 +141,10 @@ async def test_cancel_says_how_the_run_ended(stack: Services) -> None:
     assert described.status == WorkflowExecutionStatus.CANCELED
 
 
-def _spawn_scene(stack: Services, *args: str, env: dict[str, str] | None = None
-                 ) -> subprocess.Popen[str]:
-    return subprocess.Popen([*CLI, "scene", *args], env={**stack.env, **(env or {})},
+def _spawn(stack: Services, *args: str, env: dict[str, str] | None = None
+           ) -> subprocess.Popen[str]:
+    """`storyloom ARGS` in the background, its output piped, as a terminal user starts it."""
+    return subprocess.Popen([*CLI, *args], env={**stack.env, **(env or {})},
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -174,7 +176,7 @@ async def test_ctrl_c_says_the_scene_goes_on_and_how_to_follow_or_stop_it(
     stack: Services,
 ) -> None:
     await stack.emulator_post(stack.ollama_url, SLOW_WRITING)
-    proc = _spawn_scene(stack, "A ship's bell rings at midnight", "--no-illustrate")
+    proc = _spawn(stack, "scene", "A ship's bell rings at midnight", "--no-illustrate")
     workflow_id = ""
     try:
         head = await _stderr_until(proc, r"scene (scene-\S+) started", 60)
@@ -195,7 +197,7 @@ async def test_ctrl_c_says_the_scene_goes_on_and_how_to_follow_or_stop_it(
 
 async def test_no_worker_polling_is_said_within_seconds_and_by_doctor(stack: Services) -> None:
     unpolled = {"STORYLOOM_GPU": "nobody-has-this-gpu"}
-    proc = _spawn_scene(stack, "A lamp nobody lights", env=unpolled)
+    proc = _spawn(stack, "scene", "A lamp nobody lights", env=unpolled)
     workflow_id = ""
     try:
         head = await _stderr_until(proc, r"scene (scene-\S+) started", 60)
@@ -220,3 +222,59 @@ async def test_no_worker_polling_is_said_within_seconds_and_by_doctor(stack: Ser
     assert not any(ln.startswith("FAIL worker") for ln in healthy.stdout.splitlines()), \
         healthy.stdout
 
+
+
+async def test_story_verbs_pause_unpause_cancel_say_what_happened(stack: Services) -> None:
+    await stack.emulator_post(stack.ollama_url, SLOW_WRITING)
+    try:
+        started = await run(stack, "story", "A keeper and a fox", "--scenes", "3",
+                            "--no-illustrate", "--detach")
+        assert started.returncode == 0, started.stderr
+        workflow_id = started.stdout.strip().splitlines()[-1]
+        paused = await run(stack, "story", "pause", workflow_id)
+        unpaused = await run(stack, "story", "unpause", workflow_id)
+        cancelled = await run(stack, "story", "cancel", workflow_id)
+    finally:
+        await stack.emulator_post(stack.ollama_url, {})
+
+    assert paused.returncode == 0 and "holds before its next scene" in paused.stdout, paused
+    assert unpaused.returncode == 0 and "goes on" in unpaused.stdout, unpaused
+    assert cancelled.returncode == 0, cancelled.stderr
+    assert f"The story {workflow_id} is cancelled." in cancelled.stdout
+    described = await stack.client.get_workflow_handle(workflow_id).describe()
+    assert described.status == WorkflowExecutionStatus.CANCELED
+    again = await run(stack, "story", "pause", workflow_id)
+    assert again.returncode == 2 and "already ended (canceled)" in again.stderr, again.stderr
+
+
+async def test_story_continue_goes_on_after_the_latest_scene(stack: Services) -> None:
+    first = await scene(stack, "A lighthouse in the fog")
+    more = await run(stack, "story", "--continue", first.story_id, "--scenes", "2",
+                     "--no-illustrate", "--json")
+
+    assert more.returncode == 0, more.stderr
+    assert f"after scene 1 “{first.title}”" in more.stderr
+    added = [SceneResult.model_validate(n) for n in json.loads(more.stdout)["nodes"]]
+    chain = [first.node_id, *(s.node_id for s in added)]
+    parents = {r["id"]: r["parent_id"] for r in rows(
+        stack.db_file, "SELECT id, parent_id FROM nodes WHERE story_id = ?", first.story_id)}
+    assert [parents[n] for n in chain] == [None, *chain[:-1]]
+
+
+async def test_ctrl_c_on_a_story_then_watch_follows_it_to_the_end(stack: Services) -> None:
+    await stack.emulator_post(stack.ollama_url, SLOW_WRITING)
+    proc = _spawn(stack, "story", "A fox keeps the light", "--scenes", "2", "--no-illustrate")
+    workflow_id = ""
+    try:
+        head = await _stderr_until(proc, r"story (story-\S+) started", 60)
+        workflow_id = re.search(r"story (story-\S+) started", head).group(1)  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 130
+        assert f"storyloom watch {workflow_id}" in stderr, stderr
+        assert f"storyloom story cancel {workflow_id}" in stderr, stderr
+    finally:
+        await stack.emulator_post(stack.ollama_url, {})
+    watched = await run(stack, "watch", workflow_id)
+    assert watched.returncode == 0, watched.stderr
+    assert "2 scenes" in watched.stdout, watched.stdout

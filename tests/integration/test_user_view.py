@@ -208,15 +208,21 @@ async def test_story_scenes_are_numbered_once_in_the_ui(stack: Stack) -> None:
 
 
 async def test_failure_is_one_paragraph_and_the_traceback_is_in_the_log(stack: Stack) -> None:
-    run = await stack.storyloom("scene", FIRST, "--model", "no-such-model")
+    # A model that answers only in `thinking` fails the scene for good (an unknown model is
+    # refused before anything starts, exit 2: tests/unit/test_cli_input.py).
+    await stack.faults({"answer_in_thinking": ["qwen3"], "think_always": ["qwen3"]}, {})
+    try:
+        run = await stack.storyloom("scene", FIRST, "--model", "qwen3")
+    finally:
+        await stack.faults({}, {})
 
     assert run.returncode == 1
     message = [ln for ln in run.stderr.splitlines()  # not the start line, not progress
                if ln.strip() and "started" not in ln and not re.match(r"^\s*\d+\.\ds · ", ln)]
     assert len(message) == 1, run.stderr
-    assert "no-such-model" in message[0] and "Traceback" not in run.stderr
+    assert "qwen3" in message[0] and "Traceback" not in run.stderr
     log = (stack.data_dir / "logs" / "cli.log").read_text()
-    assert "Traceback" in log and "no-such-model" in log
+    assert "Traceback" in log and "qwen3" in log
 
 
 def _samples(page: str, name: str) -> dict[str, float]:
