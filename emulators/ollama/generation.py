@@ -58,12 +58,11 @@ def _batches(core: Core, job: Job) -> Iterator[tuple[str, list[str]]]:
         yield answer, split_tokens(wrap_structured(value, core.faults.get("structured_wrap")))
         return
     left = int(core.faults.get("response_tokens") or random.Random(seed).randint(120, 200))
-    for sentence in prose_sentences(seed, job.prompt):
+    for sentence in prose_sentences(seed, job.prompt):  # whole sentences: never a cut word
         if left <= 0:
             return
-        batch = sentence[:left]
-        left -= len(batch)
-        yield answer, batch
+        left -= len(sentence)
+        yield answer, sentence
 
 
 def _cut_at_stop(batch: list[str], stops: list[str], tail: str) -> tuple[list[str], str, bool]:

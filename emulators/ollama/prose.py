@@ -1,4 +1,11 @@
-"""Deterministic pseudo-prose for the emulator: hash-seeded sentences about the prompt, as tokens."""
+"""Deterministic placeholder prose for the emulator: whole sentences about the prompt's people.
+
+Placeholder, but never broken: every sentence is whole and ends with a full stop; the people
+are the names the prompt uses (any script: Zoë, Łukasz, Ærin), and things come from the
+prompt's nouns (a word after "the", "a", "her" ...) or from a fixed list; a title reads like
+one ("Mara and the Lantern"). The instruction words of storyloom's own prompts ("scene",
+"title", "prose", ...) never become names or things.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +16,8 @@ import re
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["count_tokens", "proper_nouns", "prose_sentences", "prose_tokens", "seed_of", "split_tokens", "topic_words"]
+__all__ = ["cast_of", "count_tokens", "proper_nouns", "prose_sentences", "prose_tokens", "seed_of",
+           "sentence", "split_tokens", "story_title", "topic_words"]
 
 _COMMON_TEXT = """
 a an the and or but if then when while as at by for from in into of on onto to with without
@@ -18,22 +26,40 @@ there here what which who whom whose where why how not no yes all any each every
 more most other such only own same so than too very can will just should would could may might
 must shall be is am are was were been being have has had do does did done say said says one two
 after before again once also still yet now ever never about above below over under between
-write scene story return answer list describe give use keep make reply json title summary text
-premise direction style characters character setting name look visual prompt earlier known
+write scene scenes story return answer list describe give use keep make reply json title summary
+text premise direction style characters character setting name look visual prompt earlier known
+prose words word line lines notes commentary sentences sentence phrase illustration picture
+face build clothes looks canonical memory happens vivid short first blank matter changed way
+illustrated branching summarise naming
 """
 _COMMON = set(_COMMON_TEXT.split())
+_DETERMINERS = {"the", "a", "an", "her", "his", "their", "its", "our", "my", "your", "this",
+                "that", "old", "little"}
+_ADJ_ENDINGS = ("y", "ful", "ous", "al", "ic", "ive", "less", "ing", "ed", "en", "ish", "'s")
 
-_OPENERS = ["The", "Somewhere", "Beyond the", "At dusk the", "Slowly the", "Later the",
-            "Without a word the", "For a moment the", "Above them the", "Near the"]
-_NOUNS = ["wind", "lantern", "harbor", "road", "door", "river", "voice", "shadow", "window",
-          "garden", "stair", "bell", "map", "letter", "fire", "tide", "forest", "tower", "bridge",
-          "crowd", "storm", "candle", "mirror", "path", "sky", "stone", "dream", "song"]
-_VERBS = ["drifted", "waited", "answered", "turned", "whispered", "gathered", "opened", "fell",
-          "carried", "remembered", "followed", "glowed", "trembled", "settled", "listened", "rose"]
-_ADJS = ["quiet", "silver", "old", "bright", "hollow", "distant", "warm", "broken", "narrow",
-         "restless", "golden", "pale", "hidden", "gentle", "strange", "heavy"]
-_LINKS = ["and", "while", "as", "until", "because", "though"]
-_WORD = re.compile(r"[A-Za-z][A-Za-z'\-]*")
+_OPENERS = ["At dusk", "For a moment", "Without a word", "Later", "Slowly", "Before long",
+            "In the quiet", "At last"]
+_NOUNS = ["wind", "lantern", "harbor", "road", "door", "river", "shadow", "window", "garden",
+          "stair", "bell", "map", "letter", "fire", "tide", "forest", "tower", "bridge", "storm",
+          "candle", "mirror", "path", "sky", "stone", "song"]
+_PEOPLE = ["the traveller", "the stranger", "the guide"]
+# Who can act in a story without a name: the premise's "keeper" or "fox" become its cast.
+_PERSON_NOUNS = frozenset({
+    "keeper", "fox", "girl", "boy", "child", "woman", "man", "king", "queen", "prince",
+    "princess", "sailor", "captain", "fisherman", "fisherwoman", "baker", "doctor", "witch",
+    "wizard", "knight", "soldier", "farmer", "hunter", "thief", "detective", "robot", "dragon",
+    "wolf", "cat", "dog", "bird", "owl", "bear", "mouse", "rabbit", "horse", "crow", "raven",
+    "ghost", "giant", "monk", "nun", "teacher", "student", "painter", "poet", "singer", "miner",
+    "pilot", "traveller", "stranger", "guide", "merchant", "smith", "widow", "orphan", "twins"
+})
+_VERBS = ["waited", "turned", "whispered", "listened", "paused", "smiled", "hesitated",
+          "looked up", "walked on", "stood still"]
+_PREPS = ["near", "beside", "beyond", "towards", "under", "past"]
+_THINGS_DO = ["glowed", "trembled", "settled", "drifted", "shone", "creaked", "rose", "fell"]
+_ADJS = ["quiet", "silver", "old", "bright", "hollow", "distant", "warm", "narrow", "restless",
+         "golden", "pale", "hidden", "gentle", "strange", "heavy"]
+_LINKS = ["while", "as", "until", "because"]
+_WORD = re.compile(r"[^\W\d_](?:[^\W_]|['’\-])*")  # a word in any script, with ' and -
 _TOKEN = re.compile(r"\s*\S{1,7}|\s+")
 
 
@@ -47,7 +73,7 @@ def proper_nouns(text: str, limit: int = 8) -> list[str]:
     """Capitalised words used mid-sentence (names), in order of first appearance."""
     found: list[str] = []
     for m in _WORD.finditer(text):
-        word = m.group(0).strip("'-")
+        word = m.group(0).strip("'’-")
         if len(word) < 2 or not word[0].isupper() or word.isupper():
             continue
         before = text[: m.start()].rstrip()
@@ -60,43 +86,97 @@ def proper_nouns(text: str, limit: int = 8) -> list[str]:
     return found
 
 
-def topic_words(text: str, limit: int = 40) -> list[str]:
-    """Content words of the prompt (names keep their capital), so the answer is about it."""
-    names = proper_nouns(text, limit=100)
-    out: list[str] = list(names[:limit])  # names first: the answer is about its people
-    for m in _WORD.finditer(text):
-        word = m.group(0).strip("'-")
-        if len(word) < 4 or word.lower() in _COMMON or word.isupper():
+def _nouns(text: str, limit: int = 12) -> list[str]:
+    """Lower-case things of the prompt: the word after a determiner ("the lantern"), or the
+    one after that when the first looks like an adjective ("a stormy night" → night)."""
+    words = [m.group(0) for m in _WORD.finditer(text)]
+    found: list[str] = []
+    for i, word in enumerate(words[:-1]):
+        if word.lower() not in _DETERMINERS:
             continue
-        word = word if word in names else word.lower()
-        if word not in out:
-            out.append(word)
-        if len(out) >= limit:
+        pick = words[i + 1]
+        if (pick.lower().endswith(_ADJ_ENDINGS) and i + 2 < len(words)
+                and words[i + 2].islower() and words[i + 2] not in _COMMON):
+            pick = words[i + 2]
+        pick = pick.strip("'’-")
+        if (pick.islower() and len(pick) > 2 and pick not in _COMMON and pick not in found
+                and not pick.endswith(("'s", "’s"))):
+            found.append(pick)
+        if len(found) >= limit:
             break
-    return out
+    return found
 
 
-def _sentence(rng: random.Random, topic: list[str]) -> str:
-    def noun() -> str:
-        draw = rng.random()
-        if topic and draw < 0.2:
-            return topic[rng.randrange(min(len(topic), 4))]  # the leading names and words
-        if topic and draw < 0.5:
-            return rng.choice(topic)
-        return rng.choice(_NOUNS)
-
-    words = [rng.choice(_OPENERS), rng.choice(_ADJS), noun(), rng.choice(_VERBS)]
-    if rng.random() < 0.7:
-        words += [rng.choice(_LINKS), "the", rng.choice(_ADJS), noun(), rng.choice(_VERBS)]
-    if rng.random() < 0.6:
-        words += ["near", "the", noun()]
-    return " ".join(words) + "."
+def cast_of(text: str, limit: int = 6) -> list[str]:
+    """Who acts in ``text``: its names, or else its people ("keeper", "fox"), in order."""
+    names = proper_nouns(text, limit=limit)
+    if names:
+        return names
+    found: list[str] = []
+    for m in _WORD.finditer(text):
+        word = m.group(0).lower()
+        if word in _PERSON_NOUNS and word not in found:
+            found.append(word)
+    return found[:limit]
 
 
-def _title(rng: random.Random, topic: list[str]) -> str:
-    picked = [w for w in topic[:6]] or list(_NOUNS[:3])
-    rng.shuffle(picked)
-    return "The " + " ".join(w.capitalize() for w in picked[: rng.randint(1, 3)])
+def topic_words(text: str, limit: int = 40) -> list[str]:
+    """The prompt's names (capitalised) then its things (lower case), so answers are about it."""
+    return (proper_nouns(text, limit=limit) + _nouns(text))[:limit]
+
+
+class _Teller:
+    """Sentences and titles about one prompt's people and things, from one random stream."""
+
+    def __init__(self, rng: random.Random, prompt: str) -> None:
+        self.rng = rng
+        self.names = proper_nouns(prompt, limit=6)
+        # A premise without names: its people are "the keeper", "the fox".
+        self.people = self.names or [f"the {p}" for p in cast_of(prompt)] or ["the traveller"]
+        self.things = [n for n in _nouns(prompt) if n not in _PERSON_NOUNS] or list(_NOUNS[:4])
+
+    def someone(self) -> str:
+        if self.rng.random() < 0.9:
+            return self.rng.choice(self.people[:4])
+        return self.rng.choice(_PEOPLE)
+
+    def thing(self) -> str:
+        pool = self.things if self.rng.random() < 0.6 else _NOUNS
+        return self.rng.choice(pool)
+
+    def sentence(self) -> str:
+        r = self.rng
+        kind = r.randrange(4)
+        if kind == 0:
+            text = f"{self.someone()} {r.choice(_VERBS)} {r.choice(_PREPS)} the {self.thing()}"
+        elif kind == 1:
+            text = (f"{r.choice(_OPENERS)}, {self.someone()} {r.choice(_VERBS)} "
+                    f"{r.choice(_PREPS)} the {r.choice(_ADJS)} {self.thing()}")
+        elif kind == 2:
+            text = (f"the {r.choice(_ADJS)} {self.thing()} {r.choice(_THINGS_DO)} "
+                    f"{r.choice(_LINKS)} {self.someone()} {r.choice(_VERBS)}")
+        else:
+            first, second = self.someone(), self.someone()
+            together = f"{first} and {second}" if first != second else first
+            text = f"{together} watched the {self.thing()} {r.choice(_PREPS)} the {self.thing()}"
+        return text[0].upper() + text[1:] + "."
+
+    def title(self) -> str:
+        thing = self.thing().capitalize()
+        if self.names and self.rng.random() < 0.7:
+            name = self.rng.choice(self.names[:3])
+            return f"{name} and the {thing}" if self.rng.random() < 0.5 else f"{name}'s {thing}"
+        return f"The {self.rng.choice(_ADJS).capitalize()} {thing}"
+
+
+def sentence(seed: int, prompt: str) -> str:
+    """One whole placeholder sentence about ``prompt`` (deterministic in both)."""
+    return _Teller(random.Random(seed), prompt).sentence()
+
+
+def story_title(seed: int, prompt: str) -> str:
+    """A short title about ``prompt``'s people and things (deterministic in both)."""
+    return _Teller(random.Random(seed), prompt).title()
 
 
 def split_tokens(text: str) -> list[str]:
@@ -109,22 +189,23 @@ def count_tokens(text: str) -> int:
 
 
 def prose_sentences(seed: int, prompt: str) -> Iterator[list[str]]:
-    """An endless, deterministic stream of prose about ``prompt``, one token list per sentence.
+    """An endless, deterministic stream of prose about ``prompt``, one token list per whole
+    sentence (a title line first when the prompt asks for a title).
 
     Sentences come from a per-request pool once it has 48 entries, so very long answers (the
     10 MB tests) cost one random draw per sentence and no memory beyond the pool.
     """
     rng = random.Random(seed)
-    topic = topic_words(prompt)
+    teller = _Teller(rng, prompt)
     if "title" in prompt.lower():
-        yield split_tokens(_title(rng, topic) + "\n\n")
+        yield split_tokens(teller.title() + "\n\n")
     pool: list[str] = []
     cache: dict[tuple[int, str], list[str]] = {}
     count = 0
     while True:
         if len(pool) < 48:
             index = len(pool)
-            pool.append(_sentence(rng, topic))
+            pool.append(teller.sentence())
         else:
             index = rng.randrange(len(pool))
         count += 1
@@ -137,5 +218,5 @@ def prose_sentences(seed: int, prompt: str) -> Iterator[list[str]]:
 
 def prose_tokens(seed: int, prompt: str) -> Iterator[str]:
     """The same prose as ``prose_sentences``, token by token."""
-    for sentence in prose_sentences(seed, prompt):
-        yield from sentence
+    for sent in prose_sentences(seed, prompt):
+        yield from sent

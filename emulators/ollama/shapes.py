@@ -9,7 +9,7 @@ import random
 import re
 from typing import Any
 
-from emulators.ollama.prose import proper_nouns, topic_words
+from emulators.ollama.prose import cast_of, proper_nouns, sentence, topic_words
 
 __all__ = ["embedding", "fill_schema", "format_error", "wrap_structured"]
 
@@ -29,7 +29,10 @@ def format_error(fmt: Any) -> str | None:
 class _Filler:
     def __init__(self, seed: int, prompt: str, root: dict[str, Any]) -> None:
         self.rng = random.Random(seed)
+        self.prompt = prompt
         self.names = proper_nouns(prompt)
+        # Without names in the prompt, its people are the cast ("Keeper", "Fox").
+        self.people = self.names or [p.capitalize() for p in cast_of(prompt)]
         self.topic = topic_words(prompt) or ["harbor", "lantern", "road"]
         self.root = root
         self.used_names = 0
@@ -55,18 +58,20 @@ class _Filler:
             return merged
         return schema
 
-    def phrase(self, n: int) -> str:
-        words = [self.rng.choice(self.topic) for _ in range(n)]
-        return " ".join(words)
+    def phrase(self) -> str:
+        """A whole sentence about the prompt (never a run of random words)."""
+        return sentence(self.rng.getrandbits(64), self.prompt)
 
     def string(self, key: str, schema: dict[str, Any]) -> str:
-        if key == "name" and self.names:
-            value = self.names[self.used_names % len(self.names)]
+        if key == "name" and self.people:
+            value = self.people[self.used_names % len(self.people)]
             self.used_names += 1
         elif key in ("look", "appearance", "description"):
             value = f"{self.rng.choice(_LOOKS)}, wearing {self.rng.choice(_WEAR)}"
+        elif key in ("setting", "place", "location"):
+            value = f"the {self.rng.choice(self.topic[-4:] if self.topic else ['harbor'])}"
         else:
-            value = self.phrase(self.rng.randint(3, 8))
+            value = self.phrase()
         min_len = int(schema.get("minLength", 0))
         max_len = schema.get("maxLength")
         value = value.ljust(min_len, ".")
@@ -109,7 +114,7 @@ class _Filler:
         items = self.resolve(schema.get("items", {}))
         props = items.get("properties", {}) if isinstance(items, dict) else {}
         named = isinstance(props, dict) and "name" in props
-        count = len(self.names) if named and self.names else self.rng.randint(1, 3)
+        count = len(self.people) if named and self.people else self.rng.randint(1, 3)
         count = max(int(schema.get("minItems", 0)), count)
         if isinstance(schema.get("maxItems"), int):
             count = min(count, schema["maxItems"])
@@ -125,7 +130,7 @@ def fill_schema(seed: int, prompt: str, fmt: Any) -> Any:
     if isinstance(fmt, dict):
         return _Filler(seed, prompt, fmt).value(fmt)
     filler = _Filler(seed, prompt, {})
-    return {"answer": filler.phrase(6), "names": filler.names}
+    return {"answer": filler.phrase(), "names": filler.names}
 
 
 def wrap_structured(value: str, how: str | None) -> str:
