@@ -16,6 +16,11 @@ from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from workflows_temporal.cancels import (
+        KEPT_AFTER_CANCEL_NOTE,
+        PictureKeptOnCancel,
+        cancelled_after_render,
+    )
     from workflows_temporal.contracts import (
         AttachImageInput,
         ExtractCastInput,
@@ -128,11 +133,17 @@ class RetryImageWorkflow:
         note = f"retry-image {req.attempt}: rendered again"
         if rendered.resubmitted:
             note += "; ComfyUI lost the job; it was submitted again"
+        cancelled = cancelled_after_render()
+        if cancelled:
+            note += f"; {KEPT_AFTER_CANCEL_NOTE}"
         await self._attach(AttachImageInput(
             node_id=params.node_id, status=ImageStatus.DONE, image_path=rendered.image_path,
             sha256=rendered.sha256, prompt_id=rendered.prompt_id, template=rendered.template,
             seed=seed, prompt=prompt, note=note, **settings,
         ))
+        if cancelled:  # recorded, never an unrecorded file; the retry still ends Cancelled
+            self._stage = "cancelled"
+            raise PictureKeptOnCancel(KEPT_AFTER_CANCEL_NOTE)
         self._stage = "done"
         return base.model_copy(update={
             "image_status": ImageStatus.DONE, "image_path": rendered.image_path,

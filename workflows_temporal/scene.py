@@ -15,6 +15,11 @@ from temporalio.common import SearchAttributeKey
 from temporalio.exceptions import ActivityError, ApplicationError, is_cancelled_exception
 
 with workflow.unsafe.imports_passed_through():
+    from workflows_temporal.cancels import (
+        KEPT_AFTER_CANCEL_NOTE,
+        PictureKeptOnCancel,
+        cancelled_after_render,
+    )
     from workflows_temporal.contracts import (
         AttachImageInput,
         CharacterLook,
@@ -117,7 +122,9 @@ class SceneWorkflow:
     Fails (ApplicationError carrying the cause's message) when loading, writing or saving fails
     for good; never fails because of the image: the node gets ``image_status=failed`` and the
     reason. Cancelled: the node, if it exists, records "cancelled by user" before the workflow
-    ends Cancelled. Query ``progress`` for the stage.
+    ends Cancelled; if the render finished anyway (a cancel during ComfyUI's last node is too
+    late) and returned its picture, the picture is recorded with KEPT_AFTER_CANCEL_NOTE and the
+    workflow still ends Cancelled. Query ``progress`` for the stage.
     """
 
     def __init__(self) -> None:
@@ -236,7 +243,8 @@ class SceneWorkflow:
                 result = await self._illustrate(req, wid, ctx, written, result, seed)
             except BaseException as err:  # asyncio.CancelledError is a BaseException
                 if is_cancelled_exception(err):
-                    await self._record_cancel(saved.node_id, seed)
+                    if not isinstance(err, PictureKeptOnCancel):
+                        await self._record_cancel(saved.node_id, seed)
                     raise
                 if isinstance(err, ActivityError):  # attach_image failed for good: the DB is down
                     self._set_stage("failed")
@@ -348,6 +356,9 @@ class SceneWorkflow:
         if rendered.resubmitted:
             lost = "ComfyUI lost the job; it was submitted again"
             note = f"{note}; {lost}" if note else lost
+        cancelled = cancelled_after_render()
+        if cancelled:
+            note = f"{note}; {KEPT_AFTER_CANCEL_NOTE}" if note else KEPT_AFTER_CANCEL_NOTE
         await self._attach(
             AttachImageInput(
                 node_id=result.node_id,
@@ -362,6 +373,9 @@ class SceneWorkflow:
                 **_image_settings(req),
             )
         )
+        if cancelled:  # the picture is recorded (never an unrecorded file); the scene is not
+            self._set_stage("cancelled")
+            raise PictureKeptOnCancel(KEPT_AFTER_CANCEL_NOTE)
         return result.model_copy(
             update={
                 "image_status": ImageStatus.DONE,

@@ -14,7 +14,10 @@ A job lost while being followed (server restart) is submitted again once under t
 the same attempt (``resubmitted=True``); a second loss raises JobLost (retryable). An UNKNOWN id
 whose previous attempt had heartbeated "submitted" (or later) was lost too: also resubmitted=True.
 
-Cancellation: only a cancel the user requested interrupts the prompt. A worker shutting down
+Cancellation: only a cancel the user requested interrupts the prompt. ComfyUI interrupts at the
+next node boundary or progress hook, so a cancel during the last node is too late: the job ends
+completed. Then the finished picture is downloaded and returned (the workflow records it and
+still ends Cancelled) rather than left unrecorded on the server. A worker shutting down
 fails the attempt as retryable WorkerShutdown (the job keeps running; the next attempt
 re-attaches); a timed-out or superseded attempt leaves the job to the newer one.
 """
@@ -169,8 +172,12 @@ class ImageActivities:
                     # The user cancelled: stop this GPU job. Confirming can take as long as the
                     # node that is running (a checkpoint load, a VAE decode): keep heartbeating,
                     # or the attempt would end as a heartbeat timeout instead of a cancel.
-                    async with _Heartbeat(prompt_id, self.heartbeat_every, "cancelling"):
-                        await self._cancel(prompt_id)
+                    async with _Heartbeat(prompt_id, self.heartbeat_every, "cancelling") as beat:
+                        if await self._cancel(prompt_id) is JobState.COMPLETED:
+                            # Too late (the cancel came during the last node): the picture
+                            # exists. Hand it over; the workflow records it and still ends
+                            # Cancelled (workflows_temporal/cancels.py).
+                            return await self._fetch(inp, prompt_id, beat, resubmitted=False)
                 elif details.worker_shutdown:
                     # The job goes on in ComfyUI: fail this attempt now (retryable) so the next
                     # one, on another worker, re-attaches without waiting for the heartbeat.
@@ -186,7 +193,7 @@ class ImageActivities:
     async def _render(
         self, inp: RenderInput, prompt_id: str, attempt: int, beat: _Heartbeat, earlier: bool
     ) -> RenderResult:
-        manifest = self.templates.manifest(inp.template)
+        self.templates.manifest(inp.template)  # an unknown template fails before any request
         status = await self.client.job_status(prompt_id)
         logger.info("render %s: prompt %s is %s before submit", inp.workflow_id, prompt_id,
                     status.state)
@@ -215,6 +222,13 @@ class ImageActivities:
                         logger.warning("render %s: ComfyUI lost prompt %s; submitting it again",
                                        inp.workflow_id, prompt_id)
                         await self._submit(inp, prompt_id, attempt, await self._prepare(inp), beat)
+        return await self._fetch(inp, prompt_id, beat, resubmitted=resubmitted)
+
+    async def _fetch(
+        self, inp: RenderInput, prompt_id: str, beat: _Heartbeat, *, resubmitted: bool
+    ) -> RenderResult:
+        """Download the finished prompt's picture into media/ (name carries its hash)."""
+        manifest = self.templates.manifest(inp.template)
         beat.send(state="downloading", queue_position=None)
         refs = await self.client.outputs(prompt_id, manifest.output_node)
         target = self.media_dir / safe_name(inp.workflow_id, fallback="workflow", limit=120)
@@ -260,13 +274,21 @@ class ImageActivities:
                     number)
         beat.send(state="submitted")
 
-    async def _cancel(self, prompt_id: str) -> None:
+    async def _cancel(self, prompt_id: str) -> JobState | None:
         """Cancel only this prompt and wait (up to policies.RENDER_CANCEL_CONFIRM) until ComfyUI
-        confirms it; a failure to cancel must not hide the cancellation."""
+        confirms it; a failure to cancel must not hide the cancellation. Returns the job's state
+        when ComfyUI did not cancel it (COMPLETED: the interrupt came during the last node, which
+        always runs to its end), else None."""
         confirm = RENDER_CANCEL_CONFIRM.total_seconds()
         try:
             cancelled = await asyncio.wait_for(
                 self.client.cancel(prompt_id, confirm_within=confirm), confirm + 30.0)
             logger.info("render cancelled: prompt %s cancelled=%s", prompt_id, cancelled)
+            if not cancelled:
+                state = (await self.client.job_status(prompt_id)).state
+                logger.warning("render cancelled: ComfyUI did not cancel prompt %s; it is %s",
+                               prompt_id, state)
+                return state
         except (StoryloomError, TimeoutError) as exc:
             logger.warning("render cancelled: could not cancel prompt %s: %s", prompt_id, exc)
+        return None

@@ -29,6 +29,7 @@ from workflows_temporal.contracts import (
     EmbedTextsInput,
     ExtractCastInput,
     FreeVramInput,
+    ImageParams,
     ImageStatus,
     LoadContextInput,
     RecalledContext,
@@ -46,6 +47,7 @@ from workflows_temporal.contracts import (
     WrittenScene,
 )
 from workflows_temporal.policies import DB_QUEUE, IMAGE_QUEUE, LLM_QUEUE
+from workflows_temporal.retry_image import RetryImageWorkflow
 from workflows_temporal.scene import SceneWorkflow
 from workflows_temporal.story import StoryWorkflow
 
@@ -80,6 +82,9 @@ class FakeStudio:
         default_factory=lambda: RecalledContext(recent=["recent"], memories=["a memory"])
     )
     render_gate: asyncio.Event | None = None  # render waits (heartbeating) until it is set
+    # render waits WITHOUT heartbeating until it is set, then returns its picture: it never
+    # hears of a cancel (like a render that finished before its next heartbeat)
+    render_deaf_gate: asyncio.Event | None = None
     timeline: list[tuple[str, str, str]] = field(default_factory=list)  # (step, wid, start|end)
 
     def inputs(self, name: str, workflow_id: str) -> list[Any]:
@@ -160,6 +165,8 @@ class FakeStudio:
         while self.render_gate is not None and not self.render_gate.is_set():
             activity.heartbeat()
             await asyncio.sleep(0.05)
+        if self.render_deaf_gate is not None:
+            await self.render_deaf_gate.wait()
         if self.block_render:
             try:
                 while True:
@@ -182,6 +189,16 @@ class FakeStudio:
             sha256=digest,
             template=inp.template,
         )
+
+    @activity.defn(name="load_image_params")
+    async def load_image_params(self, node_id: str) -> ImageParams:
+        """A node this studio saved (or any id: a made-up node), with its stored prompt."""
+        self._enter("load_image_params", node_id)
+        node = self.nodes.get(node_id, {})
+        return ImageParams(node_id=node_id, story_id="story-1", workflow_id="scene-1",
+                           title="Scene", text="Mira walks.", model="llama3.2",
+                           image_status=node.get("image_status", ImageStatus.FAILED),
+                           template="scene", seed=7, prompt="Mira in the fog")
 
     @activity.defn(name="attach_image")
     async def attach_image(self, inp: AttachImageInput) -> None:
@@ -210,7 +227,7 @@ async def run_workers(stack: AsyncExitStack, client: Client, studio: FakeStudio)
     """Start one worker per queue the workflow uses; returns the (fresh) workflow queue."""
     workflow_queue = f"test-{uuid.uuid4()}"
     queues: dict[str, dict[str, Any]] = {
-        workflow_queue: {"workflows": [SceneWorkflow, StoryWorkflow]},
+        workflow_queue: {"workflows": [SceneWorkflow, StoryWorkflow, RetryImageWorkflow]},
         LLM_QUEUE: {
             "activities": [
                 studio.write_scene,
@@ -225,6 +242,7 @@ async def run_workers(stack: AsyncExitStack, client: Client, studio: FakeStudio)
                 studio.save_node,
                 studio.upsert_characters,
                 studio.attach_image,
+                studio.load_image_params,
                 studio.store_embedding,
                 studio.recall_memories,
             ]

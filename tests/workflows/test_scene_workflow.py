@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
@@ -22,13 +23,16 @@ from temporalio.testing import WorkflowEnvironment
 
 from tests.fixtures.common import wait_until
 from tests.workflows.fakes import FakeStudio, run_workers
+from workflows_temporal.cancels import KEPT_AFTER_CANCEL_NOTE
 from workflows_temporal.contracts import (
     CharacterLook,
     GpuSharing,
     ImageStatus,
+    RetryImageRequest,
     SceneRequest,
     SceneResult,
 )
+from workflows_temporal.retry_image import RetryImageWorkflow
 from workflows_temporal.scene import SceneWorkflow
 from workflows_temporal.story_memory import node_seed
 
@@ -283,6 +287,66 @@ async def test_cancel_during_render_stops_comfyui_and_marks_the_node(harness: Ha
     node = harness.studio.nodes[attach[0].node_id]
     assert (node["image_status"], node["error"]) == (ImageStatus.FAILED, "cancelled by user")
     assert node["text"]  # the written scene is kept
+
+
+async def test_a_cancel_that_comes_while_the_render_finishes_anyway_ends_the_scene_cancelled(
+    harness: Harness,
+) -> None:
+    """ComfyUI completes a prompt whose cancel lands during its last node, and the render may
+    return its picture before its next heartbeat brings the cancel: the user still gets a
+    Cancelled scene, and the picture that exists is the one recorded on the node."""
+    harness.studio.render_deaf_gate = gate = asyncio.Event()
+    handle = await harness.start(request())
+    await wait_until(harness.studio.render_started.is_set, timeout=10, what="render to start")
+    await handle.cancel()
+
+    async def cancel_reached_the_render() -> bool:
+        history = await handle.fetch_history()
+        return any(e.event_type is EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED
+                   for e in history.events)
+
+    await wait_until(cancel_reached_the_render, timeout=10, what="the render's cancel request")
+    gate.set()  # the render returns its picture: it never heard of the cancel
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+
+    # e76591a: the scene completed with its picture, as if nobody had cancelled it.
+    assert isinstance(failure.value.cause, CancelledError)
+    assert (await handle.describe()).status is WorkflowExecutionStatus.CANCELED
+    assert len(harness.studio.inputs("render", handle.id)) == 1  # one GPU job
+    [attach] = harness.studio.inputs("attach_image", handle.id)
+    assert attach.status is ImageStatus.DONE and attach.image_path and attach.sha256
+    node = harness.studio.nodes[attach.node_id]
+    assert node["image_status"] is ImageStatus.DONE and node["image_path"] == attach.image_path
+    assert node["note"] == KEPT_AFTER_CANCEL_NOTE
+
+
+async def test_a_retry_image_cancelled_while_its_render_finishes_anyway_ends_cancelled(
+    harness: Harness,
+) -> None:
+    harness.studio.render_deaf_gate = gate = asyncio.Event()
+    handle = await harness.client.start_workflow(
+        RetryImageWorkflow.run,
+        RetryImageRequest(node_id="node-7", template="scene", model="llama3.2"),
+        id=f"retry-image-{uuid.uuid4()}", task_queue=harness.queue,
+    )
+    await wait_until(harness.studio.render_started.is_set, timeout=10, what="render to start")
+    await handle.cancel()
+
+    async def cancel_reached_the_render() -> bool:
+        history = await handle.fetch_history()
+        return any(e.event_type is EventType.EVENT_TYPE_ACTIVITY_TASK_CANCEL_REQUESTED
+                   for e in history.events)
+
+    await wait_until(cancel_reached_the_render, timeout=10, what="the render's cancel request")
+    gate.set()
+    with pytest.raises(WorkflowFailureError) as failure:
+        await handle.result()
+
+    assert isinstance(failure.value.cause, CancelledError)  # e76591a: completed, as if not
+    [attach] = harness.studio.inputs("attach_image", handle.id)
+    assert attach.status is ImageStatus.DONE and attach.image_path
+    assert attach.note and attach.note.endswith(KEPT_AFTER_CANCEL_NOTE)
 
 
 async def test_seed_is_derived_from_the_workflow_id(harness: Harness) -> None:
