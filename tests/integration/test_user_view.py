@@ -121,6 +121,8 @@ async def test_plain_progress_names_steps_tokens_sampler_steps_and_time(
     assert any("write_scene" in ln and re.search(r"\d+ tokens", ln) for ln in lines), lines
     assert any("render" in ln and re.search(r"step \d+/20", ln) for ln in lines), lines
     assert result.image_status == "done"
+    # The stack's dev server runs headless: no link to a UI that is not there.
+    assert "UI: http" not in stderr and "/namespaces/" not in stderr, stderr
 
 
 async def test_rich_progress_on_a_100_column_terminal(stack: Stack,
