@@ -2,13 +2,15 @@
 
 A cancel is a request the workflow processes in its next workflow task. When that task keeps
 failing (a bug, a bad input of an older version) or no worker polls the workflow queue, the
-request would wait forever; then the run is terminated instead, and the user is told so. So a
+request would wait forever; then the run is terminated instead, and the user is told so. A
+story waits for its scenes' cancels, so a scene whose task keeps failing is terminated too. So a
 cancel always ends a run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -81,11 +83,13 @@ async def cancel_run(client: Client, workflow_id: str, *, what: str = "scene",
     handle = client.get_workflow_handle(workflow_id)
     await handle.cancel()
     started = time.monotonic()
+    ended_children: list[str] = []
     while True:
         desc = await handle.describe()
         if desc.status != WorkflowExecutionStatus.RUNNING:
-            return _ended(what, workflow_id, _status(desc))
+            return _ended(what, workflow_id, _status(desc), ended_children)
         waited = time.monotonic() - started
+        ended_children += await _end_stuck_children(client, desc)
         stuck = await _why_stuck(client, desc, waited)
         if stuck is not None:
             await handle.terminate(reason=f"cancel requested by the user, but {stuck}")
@@ -98,7 +102,29 @@ async def cancel_run(client: Client, workflow_id: str, *, what: str = "scene",
         await asyncio.sleep(_POLL_S)
 
 
-def _ended(what: str, workflow_id: str, status: str) -> CancelOutcome:
+async def _end_stuck_children(client: Client, desc: Any) -> list[str]:
+    """Terminate the running children (a story's scenes) whose workflow task keeps failing: the
+    parent waits for each child's cancel, which such a child never takes. Their ids."""
+    ended = []
+    for child in desc.raw_description.pending_children:
+        child_handle = client.get_workflow_handle(child.workflow_id)
+        with contextlib.suppress(RPCError):
+            child_desc = await child_handle.describe()
+            task = child_desc.raw_description.pending_workflow_task
+            if (child_desc.status == WorkflowExecutionStatus.RUNNING
+                    and child_desc.raw_description.HasField("pending_workflow_task")
+                    and task.attempt >= _FAILING_ATTEMPTS):
+                await child_handle.terminate(reason="its parent was cancelled by the user, "
+                                             "and its workflow task keeps failing")
+                ended.append(child.workflow_id)
+    return ended
+
+
+def _ended(what: str, workflow_id: str, status: str, children: list[str]) -> CancelOutcome:
+    if children:
+        return CancelOutcome(status, f"The {what} {workflow_id} ended {status.lower()}: its "
+                             f"scene {', '.join(children)} could not take the cancel (its "
+                             "workflow task kept failing), so that scene was terminated.")
     if status == "CANCELED":
         return CancelOutcome(status, f"The {what} {workflow_id} is cancelled.")
     return CancelOutcome(status, f"The {what} {workflow_id} ended {status.lower()} before the "

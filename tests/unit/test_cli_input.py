@@ -151,3 +151,14 @@ def test_picture_check_accepts_real_headers_only() -> None:
     assert picture_problem(b"\xff\xd8\xff\xe0" + b"\x00" * 100) is None
     assert picture_problem(b"hello you!") is not None
     assert picture_problem(png[:20]) is not None
+
+
+def test_a_premise_at_the_limit_still_makes_directions_within_it() -> None:
+    from starter.story_command import directions_for
+    from workflows_temporal.contracts import SceneRequest
+
+    premise = "word " * (MAX_DIRECTION_CHARS // 5)
+    directions = directions_for(premise.strip(), 3, first=998)
+    assert all(len(d) <= MAX_DIRECTION_CHARS for d in directions)
+    for direction in directions:  # what StoryWorkflow builds for each scene must validate
+        SceneRequest(direction=direction, model="m", template="scene")

@@ -22,7 +22,7 @@ from starter.outcome import root_message
 from tests.fixtures.common import wait_until
 from workflows_temporal.contracts import MAX_DIRECTION_CHARS
 from workflows_temporal.scene import SceneWorkflow
-from workflows_temporal.story import StoryWorkflow
+from workflows_temporal.story import StoryWorkflow, scene_workflow_id
 
 DEADLINE_S = 30.0  # a failing task is retried every ~10 s; a failed workflow ends at once
 
@@ -85,3 +85,41 @@ async def test_cancel_ends_a_run_whose_workflow_task_keeps_failing(
     assert outcome.status == "TERMINATED"
     assert "keeps failing" in outcome.message and "terminated" in outcome.message
     assert (await handle.describe()).status == WorkflowExecutionStatus.TERMINATED
+
+
+@workflow.defn(name="SceneWorkflow")
+class BrokenSceneWorkflow:
+    """A scene with the bug, run by the real StoryWorkflow as its child."""
+
+    @workflow.run
+    async def run(self, req: dict[str, Any]) -> None:
+        raise RuntimeError("a bug in scene code")
+
+
+async def test_cancel_ends_a_story_whose_scene_task_keeps_failing(
+    dev_env: WorkflowEnvironment,
+) -> None:
+    client = dev_env.client
+    queue = f"broken-{uuid.uuid4()}"
+    async with Worker(client, task_queue=queue, workflows=[StoryWorkflow, BrokenSceneWorkflow],
+                      workflow_runner=UnsandboxedWorkflowRunner()):
+        story = {"directions": ["A fox"], "model": "m", "template": "scene"}
+        handle = await client.start_workflow("StoryWorkflow", story, id=f"story-{uuid.uuid4()}",
+                                             task_queue=queue)
+        child = client.get_workflow_handle(scene_workflow_id(handle.id, 0))
+
+        async def child_failing() -> bool:
+            try:
+                raw = (await child.describe()).raw_description
+            except Exception:  # noqa: BLE001 - not started yet
+                return False
+            return raw.HasField("pending_workflow_task") and raw.pending_workflow_task.attempt > 1
+
+        await wait_until(child_failing, timeout=DEADLINE_S, interval=0.2, what="a failing child")
+        outcome = await cancel_run(client, handle.id, what="story", wait_s=DEADLINE_S)
+
+    # The story ends (its scene's failure is "terminated"), and the sentence says why.
+    assert outcome.status in ("CANCELED", "FAILED"), outcome
+    assert child.id in outcome.message and "terminated" in outcome.message
+    assert (await handle.describe()).status != WorkflowExecutionStatus.RUNNING
+    assert (await child.describe()).status == WorkflowExecutionStatus.TERMINATED
