@@ -173,9 +173,16 @@ class ComfyValidationError(StoryloomError):
 
 
 class ComfyExecutionError(StoryloomError):
-    """The prompt ran and failed: ``node_id``, ``node_type``, ``exception_type``."""
+    """The prompt ran and failed: ``node_id``, ``node_type``, ``exception_type``.
+
+    ComfyUI's ``execution_error`` is kilobytes (tensor reprs, the whole graph, server paths,
+    a traceback): only these three and the first line of ``exception_message``, cut at
+    ``FIRST_LINE_LIMIT`` characters, reach the message and ``details`` (and so the workflow's
+    history and the node's error). ``exception_message`` keeps the whole text for local logs.
+    """
 
     retryable = False
+    FIRST_LINE_LIMIT = 300
 
     def __init__(
         self, *, node_id: str, node_type: str, exception_type: str, exception_message: str,
@@ -190,6 +197,8 @@ class ComfyExecutionError(StoryloomError):
             {"node_id": node_id, "node_type": node_type, "exception_type": exception_type},
         )
         first_line = exception_message.strip().splitlines()[0] if exception_message.strip() else ""
+        if len(first_line) > self.FIRST_LINE_LIMIT:  # one line can hold a whole file listing
+            first_line = first_line[: self.FIRST_LINE_LIMIT - 1] + "…"
         super().__init__(
             f"node {node_id} ({node_type}) failed with {exception_type}: {first_line}", **kw
         )

@@ -11,6 +11,7 @@ from typing import Any
 __all__ = [
     "FAKE_CHECKPOINTS",
     "IMAGE_EXTENSIONS",
+    "hidden_inputs",
     "input_files",
     "node_classes",
     "object_info",
@@ -34,6 +35,13 @@ def _raw() -> dict[str, Any]:
 def node_classes() -> frozenset[str]:
     """Names of every node class the emulator knows."""
     return frozenset(_raw())
+
+
+def hidden_inputs(class_type: str) -> dict[str, str]:
+    """The hidden inputs of a class, name → kind (SaveImage: prompt → PROMPT, ...)."""
+    node = _raw().get(class_type, {})
+    hidden = node.get("input", {}).get("hidden", {}) if isinstance(node, dict) else {}
+    return {str(k): str(v) for k, v in hidden.items()} if isinstance(hidden, dict) else {}
 
 
 def input_files(input_dir: Path) -> list[str]:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from emulators.comfyui.core import Core
+from emulators.comfyui.failure import current_inputs, server_traceback
 from emulators.comfyui.ledger import Finished, QueueItem, now_ms
 from emulators.comfyui.nodes import Interrupted, NodeContext, NodeFailure, run_node
 from emulators.comfyui.plan import CycleError, plan_nodes, signatures
@@ -17,8 +18,6 @@ from emulators.comfyui.vram import apply_free, check_memory, prepare_gpu_node
 __all__ = ["worker_loop"]
 
 logger = logging.getLogger(__name__)
-
-_FAKE_TRACEBACK = ['  File "emulators/comfyui/executor.py", line 1, in execute\n    emulated\n']
 
 
 async def worker_loop(core: Core) -> None:
@@ -262,10 +261,9 @@ class _Run:
         return resolved
 
     def _error_payload(self, exc: _NodeError) -> dict[str, Any]:
-        current = {
-            k: [v if v is None or isinstance(v, int | float | str | bool) else str(v)]
-            for k, v in exc.inputs.items()
-        }
+        """As 0.33.0 sends it, with its bulk (tensor reprs, the graph, server paths)."""
+        current = current_inputs(exc.class_type, exc.inputs, self.item.graph,
+                                 self.item.extra_data)
         return {
             "prompt_id": self.pid,
             "node_id": exc.node_id,
@@ -273,7 +271,7 @@ class _Run:
             "executed": list(self.executed),
             "exception_message": f"{exc.message}\n",
             "exception_type": exc.exception_type,
-            "traceback": list(exc.traceback or _FAKE_TRACEBACK),
+            "traceback": list(exc.traceback or server_traceback(exc.class_type)),
             "current_inputs": current,
             # the server sends every node id of the run (its output cache's key set)
             "current_outputs": list(reversed(self.order)),
