@@ -64,6 +64,11 @@ def _banner(settings: Settings, server: DevServer, emulated: bool, worker: bool,
     lines.append(f"  worker        : {'role all, in this process' if worker else 'not started'}")
     lines.append("Next: storyloom scene \"A lighthouse keeper finds a talking fox\"   "
                  "(Ctrl-C here stops everything)")
+    if worker:  # the worker's identity names its store (starter/same_store.py)
+        reach = ("" if server.address == "127.0.0.1:7233" else
+                 f" once it has `export STORYLOOM_TEMPORAL_ADDRESS={server.address}`")
+        lines.append(f"Another terminal uses this data dir by itself{reach}: no "
+                     "STORYLOOM_DATA_DIR needed.")
     return "\n".join(lines)
 
 
