@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from activities.errors import StoreError
 from starter.console import screen
@@ -39,7 +39,9 @@ async def list_characters(settings: Settings, story_id: str) -> int:
         if not cast:
             print(f"story {story_id} has no characters yet")
             return EXIT_OK
-        table = Table("name", "canonical look", "reference image", title=f"story {story_id}")
+        # On a narrow terminal every column wraps or folds: a name or a path is never cut.
+        table = Table(Column("name", overflow="fold"), Column("canonical look", overflow="fold"),
+                      Column("reference image", overflow="fold"), title=f"story {story_id}")
         for person in cast:
             table.add_row(escape(person.name), escape(person.look or "(none yet)"),
                           escape(person.reference_image or "(none yet)"))

@@ -446,6 +446,18 @@ def character_describe(story_id: str, name: str, look: str) -> None:
     _run(describe_character, _settings("cli", store="changes"), story_id, name, look)
 
 
+def _log_crash(exc: BaseException) -> str:
+    """Write the current exception's traceback to the log file (setting logging up first when
+    the crash came before any command did); says where it went."""
+    try:
+        if not logging.getLogger().handlers:  # else Python's last resort prints it on stderr
+            setup_logging(Settings().data_dir, component="cli", console_level=logging.CRITICAL + 1)
+        logger.critical("storyloom crashed", exc_info=exc, extra=FILE_ONLY)
+        return "the traceback is in the log (data dir, logs/)."
+    except Exception:  # noqa: BLE001 - no log to write to: still no traceback on the screen
+        return "no log could be written (check STORYLOOM_DATA_DIR)."
+
+
 def main() -> None:
     """Console-script entry: run the app, then flush and ``os._exit`` with its code."""
     code = 0
@@ -454,10 +466,8 @@ def main() -> None:
         app(prog_name="storyloom")
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_FAILED)
-    except BaseException:  # last resort: never a traceback on the terminal
-        logger.critical("storyloom crashed", exc_info=True, extra=FILE_ONLY)
-        print("storyloom crashed; the traceback is in the log (data dir, logs/).",
-              file=sys.stderr)
+    except BaseException as exc:  # noqa: BLE001 - last resort: never a traceback on the screen
+        print(f"storyloom crashed; {_log_crash(exc)}", file=sys.stderr)
         code = EXIT_FAILED
     finally:
         sys.stdout.flush()

@@ -191,3 +191,61 @@ async def test_ui_link_only_when_the_ui_answers(library: tuple[Path, StoryIds],
     assert up.returncode == 0, up.stderr
     assert up.stdout.startswith(f"http://127.0.0.1:{fake_ui}/namespaces/default/workflows?query=")
     assert ids.story in up.stdout
+
+
+def test_a_crash_before_any_command_is_one_line_and_a_log(tmp_path: Path) -> None:
+    crash = ("import starter.cli as cli\n"
+             "def boom(**_):\n    raise RuntimeError('typer broke')\n"
+             "cli.app = boom\ncli.main()\n")
+    run = subprocess.run([sys.executable, "-c", crash], env=_env(tmp_path), capture_output=True,
+                         text=True, timeout=60, check=False)
+
+    assert run.returncode == 1
+    assert "Traceback" not in run.stderr and len(run.stderr.strip().splitlines()) == 1
+    assert "the traceback is in the log" in run.stderr
+    log = (tmp_path / "logs" / "cli.log").read_text()
+    assert "Traceback" in log and "typer broke" in log
+
+
+def _on_narrow_terminal(data_dir: Path, *args: str, columns: int = 40) -> tuple[int, str]:
+    """Run with stdout on a pseudo-terminal ``columns`` wide; (exit code, what it showed)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 50, columns, 0, 0))
+    env = _env(data_dir, COLUMNS=str(columns))
+    proc = subprocess.Popen([*CLI, *args], env=env, stdout=follower, stderr=subprocess.PIPE,
+                            stdin=subprocess.DEVNULL)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the terminal's other end closed
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    code = proc.wait(60)
+    shown = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", b"".join(chunks).decode())
+    return code, shown.replace("\r", "")
+
+
+async def test_a_narrow_terminal_wraps_but_never_cuts(library: tuple[Path, StoryIds]) -> None:
+    data_dir, ids = library
+    image = str(data_dir / "media" / f"{ids.root}.png")
+    for args in (["character", "list", ids.story], ["show", ids.story], ["show", ids.root]):
+        code, shown = _on_narrow_terminal(data_dir, *args)
+
+        assert code == 0, shown
+        assert "…" not in shown, shown
+        if args[0] == "character":  # the third column, read down: the whole path
+            column = "".join(line.split("│")[3].strip() for line in shown.splitlines()
+                             if line.count("│") == 4)
+            assert image in column, shown
+        else:
+            assert ids.root in re.sub(r"\s", "", shown), shown
