@@ -37,6 +37,9 @@ __all__ = ["Watcher", "judge"]
 logger = logging.getLogger(__name__)
 _TERMINAL = {"execution_success", "execution_error", "execution_interrupted"}
 _MAX_FRAME = 32 * 1024 * 1024  # binary previews can be large; we skip them but must read them
+# The Watcher whose socket holds each clientId (by socket URL) in this process: a newer one
+# closes it, and waits, before opening its own (two of our sockets on one id silence each other).
+_HOLDERS: dict[str, Watcher] = {}
 
 
 def judge(status: JobStatus, prompt_id: str, where: str) -> ProgressEvent:
@@ -82,7 +85,8 @@ class Watcher:
     exponential back-off (at once, then ``ws_retry_initial`` doubling to ``ws_retry_max``), and a
     socket silent for ``ws_silence`` while the job runs is reopened (module docstring), never in
     a tight loop. A socket is always closed, and the close waited for, before the next one with
-    the same clientId opens. ``connects`` counts the attempts to open one.
+    the same clientId opens, also another Watcher's in this process (a stale attempt's): that
+    one then follows over HTTP only. ``connects`` counts the attempts to open one.
     """
 
     def __init__(self, client: ComfyClient, client_id: str | None = None) -> None:
@@ -98,6 +102,8 @@ class Watcher:
         self._opened_at = 0.0
         self._heard = 0.0  # loop time of the socket's last frame (or of its connect)
         self._last_poll = float("-inf")
+        self._superseded = False  # a newer Watcher took our clientId: no more sockets
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def __aenter__(self) -> Self:
         # A socket that cannot open (a proxy without upgrades) degrades to HTTP polling;
@@ -115,9 +121,23 @@ class Watcher:
         clientId when any socket of that id closes (§4.1): a new socket with our id must only
         open after the old one is closed, or the old one's late close would silence it."""
         ws, self._ws = self._ws, None
+        if _HOLDERS.get(self.url) is self:
+            del _HOLDERS[self.url]
         if ws is not None:
             await ws.close()
             await ws.wait_closed()
+
+    async def _hand_over(self) -> None:
+        """A newer Watcher in this process takes our clientId: close for good, follow by HTTP."""
+        self._superseded = True
+        logger.info("comfyui websocket %s: a newer follower takes this clientId over; the "
+                    "older one follows over HTTP only", self.url)
+        await self._close()
+
+    @property
+    def _next_connect(self) -> float:
+        """Loop time of the next connect try (never, once superseded)."""
+        return float("inf") if self._superseded else self._retry_at
 
     def _back_off(self, lived: float) -> None:
         """After a failed connect or a drop: the first try is at once, then after
@@ -133,6 +153,12 @@ class Watcher:
 
     async def _connect(self) -> bool:
         await self._close()  # never two of our sockets on one clientId (see _close)
+        if self._superseded:
+            return False
+        loop = asyncio.get_running_loop()
+        holder = _HOLDERS.get(self.url)
+        if holder is not None and holder is not self and holder._loop is loop:
+            await holder._hand_over()
         self.connects += 1
         try:
             self._ws = await connect(
@@ -149,7 +175,9 @@ class Watcher:
             logger.warning("comfyui websocket %s: connect failed (%s); next try in %.1f s",
                            self.url, exc, self._retry_at - asyncio.get_running_loop().time())
             return False
-        self._opened_at = self._heard = asyncio.get_running_loop().time()
+        self._opened_at = self._heard = loop.time()
+        self._loop = loop
+        _HOLDERS[self.url] = self
         return True
 
     def _dropped(self, exc: ConnectionClosed) -> None:
@@ -174,7 +202,7 @@ class Watcher:
         quiet = timeouts.ws_silence  # the silence that earns a reconnect; doubles while useless
         next_poll = loop.time() + timeouts.poll_interval
         while True:
-            if self._ws is None and loop.time() >= self._retry_at and await self._connect():
+            if self._ws is None and loop.time() >= self._next_connect and await self._connect():
                 yield ProgressEvent("reconnected", prompt_id)
                 # No replay after a gap: read HTTP now (or at the poll pace, if just read).
                 next_poll = max(loop.time(), self._last_poll + timeouts.poll_interval)
@@ -193,7 +221,7 @@ class Watcher:
             frame: str | bytes | None = None
             if wait > 0:
                 if self._ws is None:  # sleep until the next poll or the next connect try
-                    await asyncio.sleep(max(0.0, min(wait, self._retry_at - loop.time())))
+                    await asyncio.sleep(max(0.0, min(wait, self._next_connect - loop.time())))
                     continue
                 if running:  # wake up when the silence gets suspicious
                     wait = min(wait, max(0.0, self._heard + quiet - loop.time()))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ from activities.comfyui.activities import (
 from activities.comfyui.client import ComfyClient
 from activities.comfyui.models import ComfyTimeouts
 from activities.templates import WorkflowManager
+from tests.fixtures.comfy_emulator import txt2img_graph
 from tests.fixtures.common import wait_until
 from tests.unit.test_render_activity import Beats, assert_image, request
 
@@ -82,3 +84,30 @@ async def test_a_render_silenced_by_a_stale_socket_sees_the_end_over_http(
     beats, _elapsed = await _render_beside_a_stale_socket(comfy_emulator, tmp_path, timeouts)
     assert comfy_emulator.stats["ws_connects"] == 2  # the stale socket's and the render's
     assert beats.seen[-1].state == "downloading"
+
+
+async def test_a_newer_follower_in_this_process_closes_the_older_socket_before_opening_its_own(
+    comfy_emulator: Any,
+) -> None:
+    """Attempt 1 (timed out, still running in this worker) still holds the clientId when
+    attempt 2 connects with it; attempt 1 ends afterwards. storyloom never has two sockets on
+    one clientId: attempt 2 closes attempt 1's, and waits, before opening its own, so attempt 1's
+    late exit cannot silence it."""
+    comfy_emulator.set_faults({"step_delay": 20.0})  # 0.2 s per step, 20 steps
+    frames_only = ComfyTimeouts(connect=2.0, read=5.0, poll_interval=60.0, ws_silence=60.0)
+    cid, pid = uuid.uuid4().hex, str(uuid.uuid4())
+    kinds: list[str] = []
+    async with ComfyClient(comfy_emulator.url, timeouts=frames_only) as one, \
+            ComfyClient(comfy_emulator.url, timeouts=frames_only) as two:
+        older = one.watch(cid)
+        await older.__aenter__()
+        try:
+            await one.queue_prompt(txt2img_graph(steps=20), pid, client_id=cid)
+            async with two.watch(cid) as newer:
+                await older.__aexit__(None, None, None)  # attempt 1 ends after 2 connected
+                async with asyncio.timeout(30):  # before the fix: silent, and HTTP a minute off
+                    kinds = [e.kind async for e in newer.follow(pid)]
+        finally:
+            await older.__aexit__(None, None, None)
+    assert kinds[-1] == "done" and "step" in kinds, kinds
+    assert comfy_emulator.stats["ws_connects"] == 2  # no reconnect was needed
