@@ -258,7 +258,7 @@ async def test_calls_are_logged_without_the_prompt(
 async def test_ten_megabyte_stream_in_bounded_memory() -> None:
     # The emulator runs in its own process (through `serve`), so tracemalloc sees only the client.
     port = free_port()
-    faults = {"response_tokens": 2_000_000, "tokens_per_chunk": 400}
+    faults = {"response_tokens": 2_500_000, "tokens_per_chunk": 400}  # ~11 MB of prose
     code = (f"import asyncio; from emulators.ollama import serve; "
             f"asyncio.run(serve('127.0.0.1', {port}, faults={faults!r}))")
     proc = await asyncio.create_subprocess_exec(sys.executable, "-c", code, cwd=ROOT)
