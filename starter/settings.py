@@ -67,6 +67,12 @@ class Settings(BaseSettings):
     image_height: int = 512
     gpu_sharing: GpuSharing = GpuSharing.SHARED
     gpu: str = ""  # which GPU's image queue this worker serves; "" = the default one
+    # The GPU scheduler (issue 13); read by the worker that starts it (the first GPU worker).
+    gpu_lease_ttl_s: float = 10.0  # a lease not renewed this long is taken back (dead holder)
+    gpu_ttl_s: float = 15.0  # a GPU whose worker is silent this long gets no new work
+    gpu_register_every_s: float = 5.0  # how often a GPU worker says it is alive
+    gpu_batch_grants: int = 8  # resident-model grants once the other model waits
+    gpu_batch_window_s: float = 120.0  # ... and for at most this long
 
     # Ollama sends no byte before the first token; a cold load may take minutes.
     ollama_connect_timeout_s: float = 5.0

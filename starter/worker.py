@@ -22,8 +22,10 @@ from temporalio.worker import Worker
 from starter.clients import comfy_client, ollama_client
 from starter.settings import Settings
 from starter.temporal_client import connect
+from workflows_temporal.contracts import GpuSharing
 from workflows_temporal.policies import (
     DB_QUEUE,
+    LEASE_QUEUE,
     LLM_QUEUE,
     SCENE_WORKFLOW_QUEUE,
     image_queue,
@@ -44,6 +46,7 @@ class ActivitySet:
 
     by_queue: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    leases: Any = None  # the process's GpuLeases, when it talks to the GPU scheduler
 
     async def aclose(self) -> None:
         for close in reversed(self.closers):
@@ -65,12 +68,26 @@ async def _open_store(settings: Settings, acts: ActivitySet) -> Any:
     return store
 
 
-async def build_activities(settings: Settings, role: str, gpu: str = "") -> ActivitySet:
-    """Clients and activity objects for ``role``; the database is upgraded first (db roles)."""
+async def build_activities(
+    settings: Settings, role: str, gpu: str = "", client: Client | None = None
+) -> ActivitySet:
+    """Clients and activity objects for ``role``; the database is upgraded first (db roles).
+    With ``client``, the GPU scheduler's leases (issue 13) guard the LLM and render activities
+    and every role serves ``acquire_gpu``."""
     acts = ActivitySet()
     queues = queues_for_role(role, gpu)
     img_queue = image_queue(gpu)
     store: Any = None
+    leases: Any = None
+    if client is not None:
+        from activities.gpu.activities import LeaseActivities
+        from starter.gpu_worker import gpu_leases
+
+        leases = gpu_leases(settings, client, llm=LLM_QUEUE in queues,
+                            image=img_queue in queues, closers=acts.closers)  # type: ignore[arg-type]
+        acts.leases = leases
+        acts.by_queue[LEASE_QUEUE] = [LeaseActivities(leases).acquire_gpu]
+    shares_gpu = settings.gpu_sharing == GpuSharing.SHARED
     if DB_QUEUE in queues or img_queue in queues:  # the render lease lives in the database too
         store = await _open_store(settings, acts)
     if DB_QUEUE in queues:
@@ -90,11 +107,13 @@ async def build_activities(settings: Settings, role: str, gpu: str = "") -> Acti
 
         ollama = ollama_client(settings)
         acts.closers.append(ollama.aclose)
-        llm = LlmActivities(ollama, fallback_models=list(settings.fallback_models))
+        llm_leases = leases if shares_gpu else None  # Ollama on its own GPU needs no lease
+        llm = LlmActivities(ollama, fallback_models=list(settings.fallback_models),
+                            gpu_leases=llm_leases)
         acts.by_queue[LLM_QUEUE] = [llm.write_scene, llm.extract_cast, llm.free_llm_vram]
         from activities.ollama.embedding import EmbedActivities
 
-        acts.by_queue[LLM_QUEUE].append(EmbedActivities(ollama).embed_texts)
+        acts.by_queue[LLM_QUEUE].append(EmbedActivities(ollama, llm_leases).embed_texts)
     if img_queue in queues:
         from activities.comfyui.activities import ImageActivities
         from activities.store.repository import RenderLease
@@ -104,7 +123,7 @@ async def build_activities(settings: Settings, role: str, gpu: str = "") -> Acti
         acts.closers.append(comfy.aclose)
         settings.media_dir.mkdir(parents=True, exist_ok=True)
         image = ImageActivities(comfy, WorkflowManager(), settings.media_dir,
-                                lease=RenderLease(store.repo))
+                                lease=RenderLease(store.repo), gpu_leases=leases, gpu=gpu)
         acts.by_queue[img_queue] = [image.render]
     return acts
 
@@ -113,23 +132,26 @@ def build_workers(client: Client, acts: ActivitySet, gpu: str = "", *,
                   identity: str | None = None) -> list[Worker]:
     """One Worker per queue: the workflow queue plus each activity queue of the role.
     ``identity``: what pollers show in DescribeTaskQueue (``pollers.worker_identity``)."""
+    from workflows_temporal.gpu_scheduler import GpuSchedulerWorkflow
     from workflows_temporal.retry_image import RetryImageWorkflow
     from workflows_temporal.scene import SceneWorkflow
     from workflows_temporal.story import StoryWorkflow
 
     workers = [
         Worker(
-            client, task_queue=SCENE_WORKFLOW_QUEUE, workflows=[SceneWorkflow, StoryWorkflow,
-                                                                RetryImageWorkflow],
+            client, task_queue=SCENE_WORKFLOW_QUEUE,
+            workflows=[SceneWorkflow, StoryWorkflow, RetryImageWorkflow, GpuSchedulerWorkflow],
             graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, identity=identity,
         )
     ]
     for queue, activities in acts.by_queue.items():
         one_gpu = queue == image_queue(gpu)
+        # Waiting for a GPU grant holds nothing: many stories may wait at once.
+        slots = 1 if one_gpu else 500 if queue == LEASE_QUEUE else 20
         workers.append(
             Worker(
                 client, task_queue=queue, activities=activities,
-                max_concurrent_activities=1 if one_gpu else 20,
+                max_concurrent_activities=slots,
                 graceful_shutdown_timeout=GRACEFUL_SHUTDOWN,
                 # Progress (tokens, sampler step) reaches `scene`/`watch` through heartbeat
                 # details: send them at most every second instead of 80% of the timeout.
@@ -171,13 +193,18 @@ async def run_worker(
         if metrics is not None:
             await metrics.close()
         raise
-    acts = await build_activities(settings, role, gpu)
+    acts = await build_activities(settings, role, gpu, client)
     try:
         from starter.pollers import worker_identity
 
         identity = worker_identity(str(settings.data_dir), settings.store_label)
         workers = build_workers(client, acts, gpu, identity=identity)
         tasks = [asyncio.create_task(w.run(), name=f"worker {w.task_queue}") for w in workers]
+        if image_queue(gpu) in queues_for_role(role, gpu):  # this process serves a GPU
+            from starter.gpu_worker import keep_registered
+
+            tasks.append(asyncio.create_task(keep_registered(acts.leases, settings, gpu, stop),
+                                             name=f"register GPU {gpu!r}"))
         queues = [w.task_queue for w in workers]
         logger.info("worker ready: role %s polling %s on %s", role, ", ".join(queues),
                     settings.temporal_address)
@@ -188,6 +215,8 @@ async def run_worker(
         logger.info("worker stopping: draining running activities (up to %ss)",
                     GRACEFUL_SHUTDOWN.total_seconds())
         await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
+        stop.set()  # the GPU registration (if any) says "leaving" and ends
+        await asyncio.wait(tasks, timeout=GRACEFUL_SHUTDOWN.total_seconds())
         stopper.cancel()
         for task in tasks:
             if task in done and (error := task.exception()) is not None:

@@ -13,7 +13,9 @@ from temporalio.common import RetryPolicy
 
 __all__ = [
     "DB_QUEUE",
+    "GPU_SCHEDULER_ID",
     "IMAGE_QUEUE",
+    "LEASE_QUEUE",
     "LLM_QUEUE",
     "NON_RETRYABLE_TYPES",
     "RENDER_CANCEL_CONFIRM",
@@ -31,6 +33,13 @@ LLM_QUEUE = "storyloom-llm"
 DB_QUEUE = "storyloom-db"
 IMAGE_QUEUE = "storyloom-image"  # the default GPU; one queue per GPU, concurrency 1
 ROLES = ("llm", "image", "db", "all")
+# Issue 13: the one workflow that owns every GPU, and the queue of the activity that waits for
+# its grants (served by every worker: waiting holds no GPU and no LLM slot).
+GPU_SCHEDULER_ID = "storyloom-gpu-scheduler"
+LEASE_QUEUE = "storyloom-gpu-leases"
+# A render granted to a GPU whose worker is gone waits this long in that GPU's queue before the
+# scene asks the scheduler for another GPU (a bit more than the scheduler's gpu_ttl_s).
+RENDER_PICKUP = timedelta(seconds=30)
 
 # Error types that no retry can fix (ApplicationError type = class name in activities/errors.py).
 NON_RETRYABLE_TYPES = [
@@ -124,11 +133,16 @@ STEPS: dict[str, StepPolicy] = {
         schedule_to_close=timedelta(hours=2),
     ),
     "attach_image": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(10)),
+    # Issue 13: wait for a GPU grant. Waiting is normal (other stories render): hours, heartbeats.
+    "acquire_gpu": StepPolicy(
+        LEASE_QUEUE, timedelta(hours=2), _retry(0, 1.0, 10.0), heartbeat=timedelta(seconds=10)
+    ),
     # RetryImageWorkflow (issue 5): what a node's image was made from.
     "load_image_params": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
     # Story memory (issue 6): optional steps, so few attempts; a failure never fails a scene.
+    # Heartbeats: with a shared GPU it may wait for an llm lease while other stories render.
     "embed_texts": StepPolicy(
-        LLM_QUEUE, timedelta(minutes=2), _retry(3, 2.0, 30.0), heartbeat=timedelta(seconds=10)
+        LLM_QUEUE, timedelta(minutes=15), _retry(3, 2.0, 30.0), heartbeat=timedelta(seconds=10)
     ),
     "store_embedding": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),
     "recall_memories": StepPolicy(DB_QUEUE, timedelta(seconds=30), _retry(5)),

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         UpsertCharactersInput,
         UpsertCharactersResult,
     )
+    from workflows_temporal.gpu_steps import GPU_SCHEDULER_PATCH, render_on_a_gpu
     from workflows_temporal.policies import WORKFLOW_FAILURE_TYPES, image_queue
     from workflows_temporal.scene_prompts import REFERENCE_TEMPLATE, build_image_prompt
     from workflows_temporal.steps import failure_reason, final_error, run_step
@@ -104,21 +105,26 @@ class RetryImageWorkflow:
         try:
             if not prompt:
                 prompt = await self._prompt_from_text(req, params, seed)
-            if req.gpu_sharing == GpuSharing.SHARED:
+            scheduled = workflow.patched(GPU_SCHEDULER_PATCH)  # issue 13: no per-render unload
+            if req.gpu_sharing == GpuSharing.SHARED and not scheduled:
                 self._stage = "freeing_vram"
                 await run_step("free_llm_vram", FreeVramInput(model=params.model or req.model),
                                "free VRAM before the retry")
             self._stage = "rendering"
-            rendered = await run_step(
-                "render",
-                RenderInput(workflow_id=workflow.info().workflow_id, node_id=params.node_id,
-                            template=template, positive=prompt, seed=seed,
-                            checkpoint=checkpoint, width=width, height=height),
-                f"render again: {template} seed {seed}",
-                RenderResult,
-                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
-                task_queue=image_queue(req.gpu),
-            )
+            render_input = RenderInput(
+                workflow_id=workflow.info().workflow_id, node_id=params.node_id,
+                template=template, positive=prompt, seed=seed,
+                checkpoint=checkpoint, width=width, height=height)
+            if scheduled:
+                rendered = await render_on_a_gpu(
+                    render_input, f"render again: {template} seed {seed}", req.gpu)
+            else:
+                rendered = await run_step(
+                    "render", render_input, f"render again: {template} seed {seed}",
+                    RenderResult,
+                    cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                    task_queue=image_queue(req.gpu),
+                )
         except ActivityError as err:
             if is_cancelled_exception(err):
                 raise

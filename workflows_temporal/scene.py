@@ -42,6 +42,7 @@ with workflow.unsafe.imports_passed_through():
         WriteSceneInput,
         WrittenScene,
     )
+    from workflows_temporal.gpu_steps import GPU_SCHEDULER_PATCH, render_on_a_gpu
     from workflows_temporal.policies import WORKFLOW_FAILURE_TYPES, image_queue
     from workflows_temporal.scene_memory import (
         MEMORY_PATCH,
@@ -136,6 +137,8 @@ class SceneWorkflow:
         self._note: str | None = None
         self._image_queue = image_queue()
         self._scene_number = 0  # depth + 1, known after load_context (for UI summaries)
+        self._gpu = ""
+        self._scheduled = False  # renders go through the GPU scheduler (issue 13)
 
     @workflow.query
     def progress(self) -> dict[str, Any]:
@@ -166,6 +169,7 @@ class SceneWorkflow:
         _check_request(req)
         assert req.model is not None
         self._image_queue = image_queue(req.gpu)  # one task queue per GPU (rule 8)
+        self._gpu = req.gpu
         wid = workflow.info().workflow_id
         seed = req.seed if req.seed is not None else derive_seed(wid)
         started = workflow.now()
@@ -296,6 +300,9 @@ class SceneWorkflow:
         """Steps 4-8. A step failing for good becomes ``image_status=failed`` on the node."""
         self._image_status = ImageStatus.PENDING
         positive: str | None = None
+        # Issue 13: the GPU scheduler switches the GPU between the LLM and the image model
+        # (no per-scene unload) and chooses the GPU of each render.
+        self._scheduled = workflow.patched(GPU_SCHEDULER_PATCH)
         try:
             self._set_stage("casting")
             cast = await run_step(
@@ -321,7 +328,7 @@ class SceneWorkflow:
                     UpsertCharactersResult,
                 )
             ).characters
-            if req.gpu_sharing == GpuSharing.SHARED:
+            if req.gpu_sharing == GpuSharing.SHARED and not self._scheduled:
                 self._set_stage("freeing_vram")
                 await run_step(
                     "free_llm_vram",
@@ -428,6 +435,9 @@ class SceneWorkflow:
             return await self._render(plain.model_copy(update={"step": "render-fallback"}))
 
     async def _render(self, inp: RenderInput) -> RenderResult:
+        summary = f"render scene {self._scene_number} ({inp.template}, seed {inp.seed})"
+        if self._scheduled:
+            return await render_on_a_gpu(inp, summary, self._gpu)
         return await run_step(
             "render",
             inp,

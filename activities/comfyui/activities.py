@@ -42,8 +42,10 @@ from activities.comfyui.files import safe_name
 from activities.comfyui.follow import judge
 from activities.comfyui.models import JobState, ProgressEvent
 from activities.errors import JobLost, StoryloomError, to_application_error
+from activities.gpu.lease import GpuLeases
 from activities.templates import WorkflowManager, template_error
 from workflows_temporal.contracts import RenderInput, RenderProgress, RenderResult
+from workflows_temporal.gpu_contracts import LeaseKind, LeaseRequest
 from workflows_temporal.policies import RENDER_CANCEL_CONFIRM
 
 __all__ = [
@@ -145,12 +147,15 @@ class ImageActivities:
     def __init__(
         self, client: ComfyClient, templates: WorkflowManager, media_dir: Path,
         lease: RenderLease | None = None, *, heartbeat_every: float = 2.0,
+        gpu_leases: GpuLeases | None = None, gpu: str = "",
     ) -> None:
         self.client = client
         self.templates = templates
         self.media_dir = media_dir
         self.lease = lease
         self.heartbeat_every = heartbeat_every
+        self.gpu_leases = gpu_leases  # issue 13: the GPU scheduler's exclusive image lease
+        self.gpu = gpu
 
     @activity.defn(name="render")
     async def render(self, inp: RenderInput) -> RenderResult:
@@ -164,7 +169,8 @@ class ImageActivities:
                 # attempt reads it back to tell a lost job from one never submitted.
                 earlier = _earlier_attempt_submitted()
                 state = "submitted" if earlier else "starting"
-                async with _Heartbeat(prompt_id, self.heartbeat_every, state) as beat:
+                async with _Heartbeat(prompt_id, self.heartbeat_every, state) as beat, \
+                        self._gpu_lease(inp):
                     return await self._render(inp, prompt_id, attempt, beat, earlier)
             except asyncio.CancelledError:
                 details = activity.cancellation_details()
@@ -189,6 +195,15 @@ class ImageActivities:
                 raise
             except StoryloomError as exc:
                 raise to_application_error(exc) from exc
+
+    def _gpu_lease(self, inp: RenderInput) -> contextlib.AbstractAsyncContextManager[object]:
+        """The image lease of this GPU for the whole render (holder ``<workflow id>/<step>``,
+        the one ``acquire_gpu`` was granted); no lease when the worker runs no scheduler."""
+        if self.gpu_leases is None:
+            return contextlib.nullcontext()
+        return self.gpu_leases.hold(LeaseRequest(
+            holder=f"{inp.workflow_id}/{inp.step}", kind=LeaseKind.IMAGE, gpu=self.gpu,
+            worker=self.gpu_leases.worker))
 
     async def _render(
         self, inp: RenderInput, prompt_id: str, attempt: int, beat: _Heartbeat, earlier: bool

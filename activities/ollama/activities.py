@@ -13,6 +13,7 @@ from activities.calllog import call_context
 from activities.errors import ModelNotFound, StoryloomError, to_application_error
 from activities.heartbeat import heartbeating, report
 from activities.ollama.answers import require_text
+from activities.gpu.lease import GpuLeases, holds_gpu
 from activities.ollama.client import OllamaClient
 from activities.ollama.prompts import (
     cast_prompt,
@@ -30,6 +31,7 @@ from workflows_temporal.contracts import (
     WriteSceneInput,
     WrittenScene,
 )
+from workflows_temporal.gpu_contracts import LeaseKind
 
 __all__ = ["LlmActivities"]
 
@@ -69,14 +71,16 @@ class LlmActivities:
 
     def __init__(
         self, client: OllamaClient, *, fallback_models: list[str] | None = None,
-        heartbeat_every_s: float | None = None,
+        heartbeat_every_s: float | None = None, gpu_leases: GpuLeases | None = None,
     ) -> None:
         self.client = client
+        self.gpu_leases = gpu_leases  # set when Ollama shares a GPU: an llm lease per call
         self.fallback_models = list(fallback_models or [])
         self.heartbeat_every_s = heartbeat_every_s
 
     @activity.defn(name="write_scene")
     @_llm_activity
+    @holds_gpu(LeaseKind.LLM)
     async def write_scene(self, inp: WriteSceneInput) -> WrittenScene:
         """Stream one scene from the LLM, heartbeating token counts. Falls back to
         ``fallback_models`` in order when a model is missing or refuses the request for good
@@ -150,6 +154,7 @@ class LlmActivities:
 
     @activity.defn(name="extract_cast")
     @_llm_activity
+    @holds_gpu(LeaseKind.LLM)
     async def extract_cast(self, inp: ExtractCastInput) -> SceneCast:
         """Characters (by the names in the text), setting and a visual prompt, as JSON-schema
         structured output. StructuredOutputError and EmptyAnswer are final: at temperature 0 a

@@ -46,7 +46,8 @@ from workflows_temporal.contracts import (
     WriteSceneInput,
     WrittenScene,
 )
-from workflows_temporal.policies import DB_QUEUE, IMAGE_QUEUE, LLM_QUEUE
+from workflows_temporal.gpu_contracts import LeaseGrant, LeaseRequest
+from workflows_temporal.policies import DB_QUEUE, IMAGE_QUEUE, LEASE_QUEUE, LLM_QUEUE
 from workflows_temporal.retry_image import RetryImageWorkflow
 from workflows_temporal.scene import SceneWorkflow
 from workflows_temporal.story import StoryWorkflow
@@ -157,6 +158,12 @@ class FakeStudio:
     async def free_llm_vram(self, inp: FreeVramInput) -> None:
         self._enter("free_llm_vram", inp)
 
+    @activity.defn(name="acquire_gpu")
+    async def acquire_gpu(self, req: LeaseRequest) -> LeaseGrant:
+        """A scheduler with one idle GPU: the pinned one, else the default GPU."""
+        self._enter("acquire_gpu", req)
+        return LeaseGrant(holder=req.holder, granted=True, gpu=req.gpu or "", kind=req.kind)
+
     @activity.defn(name="render")
     async def render(self, inp: RenderInput) -> RenderResult:
         wid = self._enter("render", inp)
@@ -247,6 +254,7 @@ async def run_workers(stack: AsyncExitStack, client: Client, studio: FakeStudio)
                 studio.recall_memories,
             ]
         },
+        LEASE_QUEUE: {"activities": [studio.acquire_gpu]},
         # A short throttle so a cancel reaches the heartbeating render at once.
         IMAGE_QUEUE: {
             "activities": [studio.render],

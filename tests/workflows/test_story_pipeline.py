@@ -80,7 +80,7 @@ async def test_shared_gpu_strictly_alternates_text_and_render(harness: Harness) 
     studio = harness.studio
     for before, after in itertools.pairwise(ids):
         assert at(studio, "write_scene", after, "start") > at(studio, "render", before, "end")
-        assert studio.inputs("free_llm_vram", before), "the LLM is unloaded before each render"
+        assert studio.inputs("acquire_gpu", before), "each render waits for a GPU grant"
     assert len(result.scenes) == 3
 
 

@@ -1,0 +1,114 @@
+"""GpuSchedulerWorkflow: the one owner of every GPU of a fleet; it grants leases (issue 13).
+
+A long-running workflow (id ``policies.GPU_SCHEDULER_ID``) started by the first GPU worker with
+signal-with-start. Lease holders (the ``acquire_gpu`` activity, the render and LLM activities)
+talk to it through the client:
+
+- update ``acquire(LeaseRequest) -> LeaseGrant``: waits up to ``wait_slice_s`` for a grant,
+  then answers "not yet" (the caller asks again with the same holder; its place is kept);
+- signal ``renew(LeaseRenewal)`` every few seconds per worker process, ``release(LeaseRelease)``
+  at the end; signal ``register(GpuRegistration)`` from each GPU worker;
+- query ``stats`` for counters (switches, grants per kind, expired leases, max wait).
+
+The decisions live in ``gpu_pool.GpuPool``. The run loop sleeps until the next expiry or the next
+message, expires and grants. Continue-as-new when the history grows: waiting updates are answered
+"not yet", new ones are refused until the run ends, and the state is carried (ids only).
+Deterministic: times come from ``workflow.now()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from workflows_temporal.gpu_contracts import (
+        GpuRegistration,
+        LeaseGrant,
+        LeaseRelease,
+        LeaseRenewal,
+        LeaseRequest,
+        SchedulerState,
+    )
+    from workflows_temporal.gpu_pool import GpuPool
+
+__all__ = ["GpuSchedulerWorkflow"]
+
+
+def _now() -> float:
+    return workflow.now().timestamp()
+
+
+@workflow.defn(name="GpuSchedulerWorkflow")
+class GpuSchedulerWorkflow:
+    """Grants GPU leases until cancelled; continues as new before its history grows large."""
+
+    @workflow.init
+    def __init__(self, state: SchedulerState) -> None:
+        self._pool = GpuPool(state)
+        self._dirty = False
+        self._draining = False
+
+    @workflow.run
+    async def run(self, state: SchedulerState) -> None:
+        info = workflow.info()
+        while True:
+            now = _now()
+            self._pool.expire(now)
+            self._pool.schedule(now)
+            if info.is_continue_as_new_suggested() or (
+                info.get_current_history_length() > state.config.history_limit
+            ):
+                break
+            self._dirty = False
+            timeout = self._pool.next_deadline(now) - now
+            try:
+                await workflow.wait_condition(lambda: self._dirty, timeout=timeout)
+            except TimeoutError:
+                pass
+        self._draining = True  # waiting updates answer "not yet"; their callers ask the next run
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        self._pool.state.counters.runs += 1
+        workflow.continue_as_new(self._pool.state)
+
+    @workflow.signal
+    def register(self, reg: GpuRegistration) -> None:
+        self._pool.register(reg, _now())
+        self._dirty = True
+
+    @workflow.signal
+    def renew(self, renewal: LeaseRenewal) -> None:
+        self._pool.renew(renewal, _now())
+
+    @workflow.signal
+    def release(self, rel: LeaseRelease) -> None:
+        self._pool.release(rel.holder)
+        self._dirty = True
+
+    @workflow.update
+    async def acquire(self, req: LeaseRequest) -> LeaseGrant:
+        """The grant, at once or within ``wait_slice_s``; "not yet" (granted False) otherwise."""
+        grant = self._pool.request(req, _now())
+        if grant.granted:
+            return grant
+        self._dirty = True
+        leases = self._pool.state.leases
+        try:
+            await workflow.wait_condition(
+                lambda: req.holder in leases or self._draining,
+                timeout=self._pool.state.config.wait_slice_s,
+            )
+        except TimeoutError:
+            pass
+        return self._pool.answer(req.holder)
+
+    @acquire.validator
+    def _accepting(self, req: LeaseRequest) -> None:
+        if self._draining:
+            raise ValueError("the GPU scheduler is continuing as new; ask again")
+
+    @workflow.query
+    def stats(self) -> dict[str, Any]:
+        """Counters and the current leases/GPUs (see the README, "Many stories, few GPUs")."""
+        return self._pool.stats()

@@ -1,0 +1,78 @@
+"""Rendering on a GPU the scheduler grants (issue 13), from SceneWorkflow and RetryImageWorkflow.
+
+Deterministic. ``render_on_a_gpu`` asks ``acquire_gpu`` for a GPU (it waits while other stories
+use them), then runs ``render`` on that GPU's task queue, where the render activity holds the
+same lease (holder ``<workflow id>/<step>``). If the granted GPU's worker is gone (nobody picks
+the render up within ``RENDER_PICKUP``), it asks again: the scheduler has dropped that GPU by
+then, so the render goes to another one. A render whose job the first GPU had already accepted
+(its last heartbeat says submitted or later) stays on that GPU, so no job runs twice (rule 4).
+Gated by ``GPU_SCHEDULER_PATCH`` in the callers: histories recorded before it replay unchanged.
+"""
+
+from __future__ import annotations
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
+
+with workflow.unsafe.imports_passed_through():
+    from workflows_temporal.contracts import RenderInput, RenderResult
+    from workflows_temporal.gpu_contracts import LeaseGrant, LeaseKind, LeaseRequest
+    from workflows_temporal.policies import RENDER_PICKUP, image_queue
+    from workflows_temporal.steps import run_step
+
+__all__ = ["GPU_SCHEDULER_PATCH", "MAX_MOVES", "render_on_a_gpu"]
+
+GPU_SCHEDULER_PATCH = "gpu-scheduler"
+MAX_MOVES = 20  # renders not picked up: 20 × RENDER_PICKUP (10 min) before the image fails
+_ACCEPTED = ("submitted", "queued", "running", "downloading")
+
+
+def _not_picked_up(err: ActivityError) -> TimeoutError | None:
+    cause = err.cause
+    if isinstance(cause, TimeoutError) and cause.type == TimeoutType.SCHEDULE_TO_START:
+        return cause
+    return None
+
+
+def _accepted(timeout: TimeoutError) -> bool:
+    """True when the last heartbeat of an earlier attempt says ComfyUI had the job."""
+    details = timeout.last_heartbeat_details
+    last = details[0] if details else None
+    return isinstance(last, dict) and last.get("state") in _ACCEPTED
+
+
+async def render_on_a_gpu(inp: RenderInput, summary: str, gpu: str = "") -> RenderResult:
+    """Render ``inp`` on a granted GPU (``gpu`` pins it; "" lets the scheduler choose).
+
+    Raises ActivityError like the render step itself (the caller records a failed image).
+    """
+    holder = f"{inp.workflow_id}/{inp.step}"
+    pinned: str | None = gpu or None
+    last: ActivityError | None = None
+    for _ in range(MAX_MOVES):
+        grant = await run_step(
+            "acquire_gpu",
+            LeaseRequest(holder=holder, kind=LeaseKind.IMAGE, gpu=pinned),
+            f"wait for a GPU: {summary}",
+            LeaseGrant,
+        )
+        try:
+            return await run_step(
+                "render", inp, summary, RenderResult,
+                cancellation_type=workflow.ActivityCancellationType.WAIT_CANCELLATION_COMPLETED,
+                task_queue=image_queue(grant.gpu or ""),
+                schedule_to_start_timeout=RENDER_PICKUP,
+            )
+        except ActivityError as err:
+            timeout = _not_picked_up(err)
+            if timeout is None:
+                raise
+            last = err
+            if _accepted(timeout):  # that GPU's ComfyUI has the job: wait for its worker
+                pinned = grant.gpu or ""
+            workflow.logger.warning(
+                "render %s: GPU %r did not pick it up within %s; asking for %s",
+                holder, grant.gpu, RENDER_PICKUP,
+                "another GPU" if pinned is None else f"GPU {pinned!r} again")
+    assert last is not None
+    raise last
