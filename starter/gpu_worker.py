@@ -79,7 +79,7 @@ async def keep_registered(
 ) -> None:
     """Register ``gpu`` now and every ``gpu_register_every_s`` until ``stop``; then leave."""
     reg = GpuRegistration(gpu=gpu, hosts_llm=settings.gpu_sharing == GpuSharing.SHARED,
-                          worker=leases.worker)
+                          worker=leases.worker, comfyui_url=settings.comfyui_url)
     await _register(leases, reg)
     logger.info("GPU %r registered with the scheduler (hosts the LLM: %s)", gpu, reg.hosts_llm)
     while not stop.is_set():

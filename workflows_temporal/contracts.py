@@ -262,6 +262,9 @@ class RenderInput(BaseModel):
     width: int | None = None  # pixels; None: the template's default
     height: int | None = None
     reference_image: str | None = None  # local path; uploaded to ComfyUI before submit
+    # Issue 13: the ComfyUI of a GPU whose worker is gone and which had accepted this job:
+    # follow (and download) it there instead of rendering it twice.
+    adopt_from: str | None = None
     checkpoint: str | None = None  # None: the template's default
 
 

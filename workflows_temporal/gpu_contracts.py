@@ -42,6 +42,7 @@ class GpuRegistration(BaseModel):
     hosts_llm: bool = False  # Ollama runs on this GPU (gpu_sharing = shared)
     worker: str = ""  # the worker's identity (pid@host), for the stats
     leaving: bool = False  # a graceful stop: drop the GPU now, not after gpu_ttl_s
+    comfyui_url: str = ""  # where this GPU's jobs run (a render moved off it may adopt them)
 
 
 class LeaseRequest(BaseModel):
@@ -51,6 +52,9 @@ class LeaseRequest(BaseModel):
     kind: LeaseKind
     gpu: str | None = None  # None: any GPU (image) or the GPU that hosts the LLM (llm)
     worker: str = ""
+    # The asker already occupies the GPU's task slot (a render activity): it goes first, or
+    # the GPU would wait for a grant whose render cannot start.
+    in_slot: bool = False
 
 
 class LeaseGrant(BaseModel):
@@ -63,10 +67,12 @@ class LeaseGrant(BaseModel):
     evict: bool = False  # the GPU switched kind: unload the other model before loading yours
     ttl_s: float = 10.0  # renew within this many seconds or lose the lease
     position: int = 0  # place among the waiting requests (0 when granted)
+    comfyui_url: str = ""  # the granted GPU's ComfyUI, as its worker registered it
 
 
 class LeaseRenewal(BaseModel):
-    """Signal ``renew``: one per worker process every few seconds, for all the leases it holds."""
+    """Signal ``renew``: one per worker process every few seconds, for all the leases it holds
+    and all the requests it is waiting for (a dead waiter is forgotten, not granted)."""
 
     holders: list[str] = Field(default_factory=list)
     evicted: list[str] = Field(default_factory=list)  # holders that finished their eviction
@@ -107,6 +113,7 @@ class Waiting(BaseModel):
     seen: float = 0.0  # last time its holder asked (a dead waiter is forgotten)
     passed: int = 0  # grants to others on its GPU while it waited
     worker: str = ""
+    in_slot: bool = False
 
 
 class GpuState(BaseModel):
@@ -115,6 +122,7 @@ class GpuState(BaseModel):
     alive: bool = True
     last_seen: float = 0.0
     worker: str = ""
+    comfyui_url: str = ""
     resident: LeaseKind | None = None  # the kind whose model is (or may be) loaded
     clean: bool = False  # the other kind's model is known to be unloaded
     batch: int = 0  # resident-kind grants since the other kind began waiting

@@ -53,8 +53,8 @@ class GpuPool:
             return
         if gpu is None:
             gpu = self.state.gpus[reg.gpu] = GpuState(name=reg.gpu)
-        gpu.hosts_llm, gpu.alive, gpu.last_seen, gpu.worker = (
-            reg.hosts_llm, True, now, reg.worker)
+        gpu.hosts_llm, gpu.alive, gpu.last_seen, gpu.worker, gpu.comfyui_url = (
+            reg.hosts_llm, True, now, reg.worker, reg.comfyui_url)
 
     def request(self, req: LeaseRequest, now: float) -> LeaseGrant:
         """Ask for a lease (idempotent on holder); returns the grant or "not yet"."""
@@ -68,16 +68,22 @@ class GpuPool:
         waiting = self._waiting(req.holder)
         if waiting is None:
             self.state.waiting.append(Waiting(holder=req.holder, kind=req.kind, gpu=req.gpu,
-                                              arrived=now, seen=now, worker=req.worker))
+                                              arrived=now, seen=now, worker=req.worker,
+                                              in_slot=req.in_slot))
         else:
             waiting.seen, waiting.gpu, waiting.kind = now, req.gpu, req.kind
+            waiting.in_slot = req.in_slot
         self.schedule(now)
         return self.answer(req.holder)
 
     def renew(self, renewal: LeaseRenewal, now: float) -> None:
+        asking = set(renewal.holders)
         for holder in renewal.holders:
             if (lease := self.state.leases.get(holder)) is not None:
                 lease.expires_at = now + self.state.config.lease_ttl_s
+        for waiting in self.state.waiting:
+            if waiting.holder in asking:
+                waiting.seen = now
         for holder in renewal.evicted:
             lease = self.state.leases.get(holder)
             if lease is not None and lease.gpu in self.state.gpus:
@@ -97,8 +103,8 @@ class GpuPool:
             if lease.expires_at < now:
                 del self.state.leases[holder]
                 self.state.counters.expired += 1
-        patience = cfg.wait_slice_s + cfg.lease_ttl_s
-        self.state.waiting = [w for w in self.state.waiting if w.seen + patience >= now]
+        # Waiters are renewed like leases; a silent one (its worker died) is forgotten.
+        self.state.waiting = [w for w in self.state.waiting if w.seen + cfg.lease_ttl_s >= now]
         for gpu in self.state.gpus.values():
             if gpu.alive and gpu.last_seen + cfg.gpu_ttl_s < now:
                 gpu.alive = False
@@ -108,7 +114,7 @@ class GpuPool:
         """When something expires next (the workflow sleeps until then or until a signal)."""
         cfg = self.state.config
         times = [lease.expires_at for lease in self.state.leases.values()]
-        times += [w.seen + cfg.wait_slice_s + cfg.lease_ttl_s for w in self.state.waiting]
+        times += [w.seen + cfg.lease_ttl_s for w in self.state.waiting]
         for gpu in self.state.gpus.values():
             if gpu.alive:
                 times.append(gpu.last_seen + cfg.gpu_ttl_s)
@@ -131,7 +137,8 @@ class GpuPool:
         evict = gpu is not None and not gpu.clean and (
             lease.kind == LeaseKind.LLM or gpu.hosts_llm)
         return LeaseGrant(holder=holder, granted=True, gpu=lease.gpu, kind=lease.kind,
-                          evict=evict, ttl_s=cfg.lease_ttl_s)
+                          evict=evict, ttl_s=cfg.lease_ttl_s,
+                          comfyui_url=gpu.comfyui_url if gpu is not None else "")
 
     def stats(self) -> dict[str, object]:
         """Counters for tests, the bench and the README figures (see gpu-interface.md)."""
@@ -164,7 +171,8 @@ class GpuPool:
         granted: list[str] = []
         for _ in range(len(self.state.waiting) + 1):  # each pass grants one or stops
             self._mark_contention(now)
-            for waiting in self.state.waiting:
+            # Oldest first, but a render already in its GPU's task slot before everyone.
+            for waiting in sorted(self.state.waiting, key=lambda w: not w.in_slot):
                 placeable, gpu = self._place(waiting, now)
                 if placeable:
                     self._grant(waiting, gpu, now)

@@ -5,14 +5,17 @@ use them), then runs ``render`` on that GPU's task queue, where the render activ
 same lease (holder ``<workflow id>/<step>``). If the granted GPU's worker is gone (nobody picks
 the render up within ``RENDER_PICKUP``), it asks again: the scheduler has dropped that GPU by
 then, so the render goes to another one. A render whose job the first GPU had already accepted
-(its last heartbeat says submitted or later) stays on that GPU, so no job runs twice (rule 4).
+is adopted: the next GPU's render activity first asks the first GPU's ComfyUI
+(``RenderInput.adopt_from``) and follows the job there if it has it, so no job runs twice
+(rule 4); a GPU whose ComfyUI address is unknown keeps a render it had accepted (last heartbeat
+submitted or later).
 Gated by ``GPU_SCHEDULER_PATCH`` in the callers: histories recorded before it replay unchanged.
 """
 
 from __future__ import annotations
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError, TimeoutError, TimeoutType
+from temporalio.exceptions import ActivityError, FailureError, TimeoutError, TimeoutType
 
 with workflow.unsafe.imports_passed_through():
     from workflows_temporal.contracts import RenderInput, RenderResult
@@ -35,10 +38,15 @@ def _not_picked_up(err: ActivityError) -> TimeoutError | None:
 
 
 def _accepted(timeout: TimeoutError) -> bool:
-    """True when the last heartbeat of an earlier attempt says ComfyUI had the job."""
-    details = timeout.last_heartbeat_details
-    last = details[0] if details else None
-    return isinstance(last, dict) and last.get("state") in _ACCEPTED
+    """True when the last heartbeat of an earlier attempt says ComfyUI had the job (the
+    details ride on this timeout or on the earlier attempt's failure, its cause)."""
+    failure: BaseException | None = timeout
+    while failure is not None:
+        if isinstance(failure, TimeoutError) and failure.last_heartbeat_details:
+            last = failure.last_heartbeat_details[0]
+            return isinstance(last, dict) and last.get("state") in _ACCEPTED
+        failure = failure.cause if isinstance(failure, FailureError) else None
+    return False
 
 
 async def render_on_a_gpu(inp: RenderInput, summary: str, gpu: str = "") -> RenderResult:
@@ -68,8 +76,12 @@ async def render_on_a_gpu(inp: RenderInput, summary: str, gpu: str = "") -> Rend
             if timeout is None:
                 raise
             last = err
-            if _accepted(timeout):  # that GPU's ComfyUI has the job: wait for its worker
-                pinned = grant.gpu or ""
+            if grant.comfyui_url:
+                # That GPU's ComfyUI may have the job: the next GPU's render asks it first and
+                # follows the job there if it has it (no second job), else renders it anew.
+                inp = inp.model_copy(update={"adopt_from": grant.comfyui_url})
+            elif _accepted(timeout):
+                pinned = grant.gpu or ""  # its ComfyUI is unknown: wait for its worker
             workflow.logger.warning(
                 "render %s: GPU %r did not pick it up within %s; asking for %s",
                 holder, grant.gpu, RENDER_PICKUP,

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
 import re
 import uuid
@@ -37,6 +38,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities.calllog import call_context
+from activities.comfyui.adopt import adoptable_client
 from activities.comfyui.client import ComfyClient
 from activities.comfyui.files import safe_name
 from activities.comfyui.follow import judge
@@ -171,7 +173,14 @@ class ImageActivities:
                 state = "submitted" if earlier else "starting"
                 async with _Heartbeat(prompt_id, self.heartbeat_every, state) as beat, \
                         self._gpu_lease(inp):
-                    return await self._render(inp, prompt_id, attempt, beat, earlier)
+                    adopted = await adoptable_client(inp, prompt_id, self.client)
+                    if adopted is None:
+                        return await self._render(inp, prompt_id, attempt, beat, earlier)
+                    try:  # the previous GPU's ComfyUI has the job: follow it there
+                        return await self._with_client(adopted)._render(
+                            inp, prompt_id, attempt, beat, earlier)
+                    finally:
+                        await adopted.aclose()
             except asyncio.CancelledError:
                 details = activity.cancellation_details()
                 if details is None or details.cancel_requested:
@@ -196,6 +205,11 @@ class ImageActivities:
             except StoryloomError as exc:
                 raise to_application_error(exc) from exc
 
+    def _with_client(self, client: ComfyClient) -> ImageActivities:
+        other = copy.copy(self)
+        other.client = client
+        return other
+
     def _gpu_lease(self, inp: RenderInput) -> contextlib.AbstractAsyncContextManager[object]:
         """The image lease of this GPU for the whole render (holder ``<workflow id>/<step>``,
         the one ``acquire_gpu`` was granted); no lease when the worker runs no scheduler."""
@@ -203,7 +217,7 @@ class ImageActivities:
             return contextlib.nullcontext()
         return self.gpu_leases.hold(LeaseRequest(
             holder=f"{inp.workflow_id}/{inp.step}", kind=LeaseKind.IMAGE, gpu=self.gpu,
-            worker=self.gpu_leases.worker))
+            worker=self.gpu_leases.worker, in_slot=True))
 
     async def _render(
         self, inp: RenderInput, prompt_id: str, attempt: int, beat: _Heartbeat, earlier: bool

@@ -73,6 +73,7 @@ class GpuLeases:
         self._renew_every_s = renew_every_s
         self._scheduler_id = scheduler_id
         self._held: set[str] = set()
+        self._asking: set[str] = set()  # requests waiting for a grant: renewed like leases
         self._evicted: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
 
@@ -95,6 +96,8 @@ class GpuLeases:
         ticker = asyncio.create_task(_ticking(beat, 2.0))
         started = time.monotonic()
         backoff = 0.2
+        self._asking.add(req.holder)
+        self._start_renewer()
         try:
             for _ in range(_MAX_ASKS):
                 try:
@@ -125,6 +128,7 @@ class GpuLeases:
                     return grant
             raise RuntimeError(f"no GPU lease for {req.holder} after {_MAX_ASKS} asks")
         finally:
+            self._asking.discard(req.holder)
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
@@ -175,14 +179,15 @@ class GpuLeases:
             self._renewer = asyncio.create_task(self._renew_loop(), name="gpu lease renewer")
 
     async def _renew_loop(self) -> None:
-        while self._held:
+        while self._held or self._asking:
             await asyncio.sleep(self._renew_every_s)
             await self._renew_now()
 
     async def _renew_now(self) -> None:
-        if not self._held and not self._evicted:
+        if not self._held and not self._evicted and not self._asking:
             return
-        renewal = LeaseRenewal(holders=sorted(self._held), evicted=sorted(self._evicted),
+        renewal = LeaseRenewal(holders=sorted(self._held | self._asking),
+                               evicted=sorted(self._evicted),
                                worker=self.worker)
         try:
             await self.client.get_workflow_handle(self._scheduler_id).signal("renew", renewal)

@@ -105,6 +105,7 @@ def test_renders_spread_over_gpus_and_leave_a_silent_gpu() -> None:
     assert {first.gpu, second.gpu} == {"a", "b"}
     assert not ask(p, "r3", IMAGE).granted
     p.register(GpuRegistration(gpu=second.gpu or ""), 10.0)  # only one keeps registering
+    p.renew(LeaseRenewal(holders=["r3"]), 15.0)  # r3's worker is alive and waiting
     p.release("r1")
     p.release("r2")
     p.expire(20.0)
@@ -135,3 +136,30 @@ def test_asking_again_is_idempotent_and_keeps_the_place() -> None:
     assert ask(p, "r2", IMAGE, 2.0).position == 1
     assert ask(p, "r1", IMAGE, 2.0).granted, "the holder's retry gets its own lease back"
     assert p.stats()["grants"]["image"] == 1
+
+
+def test_a_render_already_in_the_gpu_slot_goes_before_older_waiters() -> None:
+    """A render activity waiting in its GPU's only task slot must not be overtaken by grants
+    whose renders cannot start until it leaves the slot (a livelock seen in the 2-GPU test)."""
+    p = pool(("a", False), lease_ttl_s=10.0)
+    assert ask(p, "busy", IMAGE, 0.0).granted
+    ask(p, "older", IMAGE, 1.0)
+    p.request(LeaseRequest(holder="in-slot", kind=IMAGE, gpu="a", in_slot=True), 2.0)
+    p.release("busy")
+    p.schedule(3.0)
+    assert p.answer("in-slot").granted and not p.answer("older").granted
+
+
+def test_a_waiter_whose_worker_died_is_forgotten_not_granted() -> None:
+    p = pool(("a", False), lease_ttl_s=10.0)
+    assert ask(p, "busy", IMAGE, 0.0).granted
+    ask(p, "dead-waiter", IMAGE, 1.0)
+    ask(p, "live-waiter", IMAGE, 2.0)
+    for t in (4.0, 8.0, 12.0):
+        p.renew(LeaseRenewal(holders=["busy", "live-waiter"]), t)
+        p.register(GpuRegistration(gpu="a"), t)
+    p.expire(12.5)
+    p.release("busy")
+    p.schedule(12.5)
+    assert p.answer("live-waiter").granted
+    assert p.answer("dead-waiter").position == 0, "forgotten"
