@@ -11,9 +11,9 @@ from temporalio import activity
 
 from activities.calllog import call_context
 from activities.errors import ModelNotFound, StoryloomError, to_application_error
+from activities.gpu.lease import GpuLeases, holds_gpu
 from activities.heartbeat import heartbeating, report
 from activities.ollama.answers import require_text
-from activities.gpu.lease import GpuLeases, holds_gpu
 from activities.ollama.client import OllamaClient
 from activities.ollama.prompts import (
     cast_prompt,

@@ -6,8 +6,8 @@ from temporalio import activity
 
 from activities.calllog import call_context
 from activities.errors import StoryloomError, to_application_error
-from activities.heartbeat import heartbeating
 from activities.gpu.lease import GpuLeases, holds_gpu
+from activities.heartbeat import heartbeating
 from activities.ollama.client import OllamaClient
 from workflows_temporal.contracts import EmbeddedTexts, EmbedTextsInput
 from workflows_temporal.gpu_contracts import LeaseKind

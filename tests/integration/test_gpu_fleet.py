@@ -129,7 +129,8 @@ async def test_killing_the_scheduler_worker_mid_run_recovers_its_leases(
     async def scheduler_worker_holds_a_lease() -> bool:
         identity = await scheduler_worker(one_gpu.client)
         leases = (await stats(one_gpu.client))["leases"]
-        if any(lease["worker"] == identity for lease in leases.values()):
+        if identity and any(lease["worker"] and worker_pid(lease["worker"]) == worker_pid(identity)
+                            for lease in leases.values()):
             victim["identity"] = identity
             return True
         return False
