@@ -283,8 +283,15 @@ class OllamaClient:
     async def unload(self, model: str, *, deadline_s: float = 30.0, poll_s: float = 0.25) -> None:
         """Ask Ollama to unload ``model`` and wait until /api/ps no longer lists it.
         Idempotent; raises ServiceTimeout (retryable) if it is still loaded at the deadline."""
-        await self._json("POST", "/api/generate",
-                         {"model": model, "prompt": "", "keep_alive": 0, "stream": False}, model)
+        try:
+            await self._json("POST", "/api/generate",
+                             {"model": model, "prompt": "", "keep_alive": 0, "stream": False},
+                             model)
+        except BadRequest as exc:
+            if exc.status == 404:
+                raise
+            # An embedding model "does not support generate": /api/embed unloads it the same way.
+            await self._json("POST", "/api/embed", {"model": model, "keep_alive": 0}, model)
         wanted = normalise_name(model)
         give_up = time.monotonic() + deadline_s
         while any(normalise_name(m.full_name) == wanted for m in await self.loaded_models()):

@@ -229,6 +229,17 @@ async def test_unload_waits_until_ps_no_longer_lists_the_model(
     assert [p for p, _ in sent[1:]].count("/api/ps") >= 3  # the first polls still saw it
 
 
+async def test_unload_of_an_embedding_model_frees_it_too(
+    ollama_emulator: OllamaEmulator, client: OllamaClient,
+) -> None:
+    """Issue 13: before a render the GPU scheduler unloads every model /api/ps lists; an
+    embedding model refuses /api/generate (HTTP 400), so it is unloaded through /api/embed."""
+    await client.embed("all-minilm", ["warm up"])
+    assert [m.full_name for m in await client.loaded_models()] == ["all-minilm:latest"]
+    await client.unload("all-minilm:latest", deadline_s=5, poll_s=0.02)
+    assert await client.loaded_models() == []
+
+
 async def test_unload_past_its_deadline_is_a_retryable_timeout(
     ollama_emulator: OllamaEmulator, client: OllamaClient,
 ) -> None:
