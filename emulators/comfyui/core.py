@@ -68,9 +68,11 @@ class Core:
         return object_info(self.root / "input", self.faults.checkpoints)
 
     def stats_snapshot(self) -> dict[str, Any]:
-        """``stats`` plus busy_s, the resident checkpoint and the card (``/_emulator/stats``)."""
+        """``stats`` plus busy_s, the resident checkpoint, the card and the node running now
+        (``/_emulator/stats``)."""
         return {**self.stats, "busy_s": round(self.clock.seconds, 4),
-                "resident_checkpoint": self.resident_checkpoint, "gpu": self.gpu.snapshot()}
+                "resident_checkpoint": self.resident_checkpoint, "gpu": self.gpu.snapshot(),
+                "current_node": self.current_node}
 
     def status_data(self) -> dict[str, Any]:
         return {"status": {"exec_info": {"queue_remaining": self.ledger.remaining}}}

@@ -5,7 +5,9 @@ real dev server, both emulators and a worker as processes over sockets.
 - a WebSocket that drops at every connect: the scene still gets its text and its picture, with
   no extra LLM call or GPU job, and the client reconnects at a bounded rate;
 - a cancel during a 30 s node (longer than the render's 10 s heartbeat timeout) ends the
-  workflow Cancelled and the ComfyUI prompt cancelled; `storyloom watch` exits 1 and says so.
+  workflow Cancelled and the ComfyUI prompt cancelled; `storyloom watch` exits 1 and says so;
+- a cancel during the last node is too late for ComfyUI: the scene still ends Cancelled and the
+  finished picture is recorded on the node.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from temporalio.client import WorkflowExecutionStatus
 from emulators.comfyui.png import png_size
 from tests.fixtures.common import wait_until
 from tests.fixtures.processes import CLI, Services, start_services
+from workflows_temporal.cancels import KEPT_AFTER_CANCEL_NOTE
 from workflows_temporal.contracts import SceneResult
 from workflows_temporal.policies import STEPS
 
@@ -153,6 +156,45 @@ async def test_a_cancel_during_a_30_s_node_ends_the_scene_cancelled(stack: Servi
     assert job["status"] == "cancelled", job
     stats = await _get(stack.comfy_url + "/_emulator/stats")
     assert stats["executed_by_prompt"][prompt_id] == 1  # posted once, never run again
+
+
+async def test_a_cancel_during_the_last_node_ends_cancelled_and_records_the_finished_picture(
+    stack: Services,
+) -> None:
+    """ComfyUI interrupts only when a node starts or reports progress: a cancel during the last
+    node (SaveImage) is too late and the job completes (as on a real 0.33.0). The scene still
+    ends Cancelled, and the picture that exists is recorded on the node, never left unrecorded."""
+    await _faults(stack, {"slow_node_class": "SaveImage", "slow_node_seconds": 5 / COMFY_SCALE})
+    try:
+        started = await _storyloom(stack, "scene", DIRECTION, "--detach")
+        assert started.returncode == 0, started.stderr
+        workflow_id = started.stdout.strip().splitlines()[-1]
+
+        async def saving() -> bool:
+            running = (await _get(stack.comfy_url + "/queue"))["queue_running"]
+            node = (await _get(stack.comfy_url + "/_emulator/stats"))["current_node"]
+            return bool(running) and running[0][2].get(node, {}).get("class_type") == "SaveImage"
+
+        await wait_until(saving, timeout=90, interval=0.1, what="the render's SaveImage")
+        prompt_id = (await _get(stack.comfy_url + "/queue"))["queue_running"][0][1]
+        cancel = await _storyloom(stack, "cancel", workflow_id)
+        assert cancel.returncode == 0, cancel.stderr
+        watch = await _storyloom(stack, "watch", workflow_id, timeout=180)
+    finally:
+        await _faults(stack, {})
+    assert watch.returncode == 1, (watch.stdout, watch.stderr)
+    described = await stack.client.get_workflow_handle(workflow_id).describe()
+    assert described.status == WorkflowExecutionStatus.CANCELED
+    job = await _get(f"{stack.comfy_url}/api/jobs/{prompt_id}")
+    assert job["status"] == "completed", job  # ComfyUI finished it anyway
+    with sqlite3.connect(stack.db_file) as db:
+        db.row_factory = sqlite3.Row
+        row = dict(db.execute("SELECT * FROM nodes WHERE workflow_id = ?",
+                              (workflow_id,)).fetchone())
+    # e76591a: 'failed' / 'cancelled by user' while ComfyUI's picture stayed unrecorded.
+    assert row["image_status"] == "done", row
+    assert Path(row["image_path"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert KEPT_AFTER_CANCEL_NOTE in str(row["notes"]), row["notes"]
 
 
 async def test_retry_image_renders_with_the_settings_the_node_was_made_with(
