@@ -21,7 +21,7 @@ from pydantic import ValidationError
 
 from starter.cli_help import StoryloomTyper
 from starter.console import guard_pipes
-from starter.input_checks import check_scenes, template_names
+from starter.input_checks import check_scenes, explain_settings, template_names
 from starter.logs import FILE_ONLY, flush_logs, setup_logging
 from starter.outcome import EXIT_FAILED, EXIT_USAGE, CliFailure
 from starter.settings import Settings
@@ -64,8 +64,7 @@ def _settings(component: str, *, console_level: int = logging.WARNING,
     try:
         settings = Settings()
     except ValidationError as exc:
-        raise CliFailure(f"The configuration is invalid (STORYLOOM_* environment): {exc}",
-                         EXIT_USAGE) from exc
+        raise explain_settings(exc) from exc
     if store is not None:
         from starter.same_store import align_store
 

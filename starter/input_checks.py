@@ -29,6 +29,7 @@ __all__ = [
     "check_style",
     "check_template",
     "explain_invalid",
+    "explain_settings",
     "template_names",
 ]
 
@@ -104,6 +105,19 @@ def check_template(name: str, *, source: str = "--template") -> str:
         raise _fail(f"There is no ComfyUI template {name!r} ({source}); the templates are: "
                     f"{', '.join(names)}.")
     return name
+
+
+def explain_settings(exc: ValidationError) -> CliFailure:
+    """One sentence for an environment pydantic-settings refused: each variable, what it had,
+    and what it needs."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else "?"
+        value = error.get("input")
+        shown = f" (it is {value!r})" if isinstance(value, str | int | float) else ""
+        parts.append(f"STORYLOOM_{field.upper()}{shown}: {error['msg'].lower()}")
+    return _fail(f"The configuration is invalid: {'; '.join(parts)}. Fix or unset the "
+                 "variable.")
 
 
 def explain_invalid(exc: ValidationError, what: str) -> CliFailure:

@@ -162,3 +162,12 @@ def test_a_premise_at_the_limit_still_makes_directions_within_it() -> None:
     assert all(len(d) <= MAX_DIRECTION_CHARS for d in directions)
     for direction in directions:  # what StoryWorkflow builds for each scene must validate
         SceneRequest(direction=direction, model="m", template="scene")
+
+
+@pytest.mark.parametrize(("env", "words"), [
+    ({"STORYLOOM_GPU_SHARING": "bogus"}, ["STORYLOOM_GPU_SHARING", "'bogus'", "separate"]),
+    ({"STORYLOOM_CONTEXT_BUDGET_TOKENS": "0"}, ["STORYLOOM_CONTEXT_BUDGET_TOKENS"]),
+])
+def test_a_bad_setting_is_one_sentence_naming_the_variable(tmp_path: Path, env: dict[str, str],
+                                                         words: list[str]) -> None:
+    refused(storyloom(tmp_path, "scene", "A fox", **env), *words)
