@@ -7,6 +7,7 @@ Temporal unreachable). ``--json`` prints exactly the SceneResult JSON on stdout.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 
@@ -17,7 +18,8 @@ from temporalio.service import RPCError
 from activities.errors import StoreError
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
-from starter.scene_command import result_line, ui_suffix
+from starter.pollers import queues_needed, unserved_watch
+from starter.scene_command import result_line, still_running_note, ui_suffix
 from starter.settings import Settings, image_settings
 from starter.temporal_client import TemporalUnreachable, connect
 from starter.ui_link import ui_answers
@@ -95,7 +97,11 @@ async def run_retry_image(
         print(f"retry {workflow_id} started{await ui_suffix(settings, workflow_id)}",
               file=sys.stderr)
     try:
-        result = await handle.result()
+        async with unserved_watch(client, queues_needed(gpu=request.gpu), "image retry"):
+            result = await handle.result()
+    except asyncio.CancelledError:  # Ctrl-C: the retry is durable and keeps running
+        print(still_running_note(workflow_id, "image retry"), file=sys.stderr, flush=True)
+        raise
     except WorkflowFailureError as err:
         logger.error("retry %s failed", workflow_id, exc_info=err, extra=FILE_ONLY)
         cause = err.cause

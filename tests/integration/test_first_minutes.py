@@ -278,3 +278,27 @@ async def test_ctrl_c_on_a_story_then_watch_follows_it_to_the_end(stack: Service
     watched = await run(stack, "watch", workflow_id)
     assert watched.returncode == 0, watched.stderr
     assert "2 scenes" in watched.stdout, watched.stdout
+
+
+async def test_ctrl_c_on_retry_image_says_it_goes_on(stack: Services) -> None:
+    await stack.emulator_post(stack.comfy_url, {"error_at_node": "KSampler"})
+    try:
+        failed = await run(stack, "scene", "A lamp that will not draw", "--json")
+    finally:
+        await stack.emulator_post(stack.comfy_url, {})
+    node_id = SceneResult.model_validate_json(failed.stdout).node_id
+    await stack.emulator_post(stack.comfy_url, {"step_delay": 50.0})  # ~1 s per sampler step
+    proc = _spawn(stack, "retry-image", node_id)
+    workflow_id = ""
+    try:
+        head = await _stderr_until(proc, r"retry (\S+) started", 60)
+        workflow_id = re.search(r"retry (\S+) started", head).group(1)  # type: ignore[union-attr]
+        proc.send_signal(signal.SIGINT)
+        _, stderr = await asyncio.to_thread(proc.communicate, timeout=30)
+        assert proc.returncode == 130
+        assert f"storyloom watch {workflow_id}" in stderr, stderr
+        assert f"storyloom cancel {workflow_id}" in stderr, stderr
+    finally:
+        await stack.emulator_post(stack.comfy_url, {})
+        if workflow_id:
+            await _end(stack, proc, workflow_id)
