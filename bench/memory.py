@@ -12,7 +12,7 @@ from pathlib import Path
 from activities.ollama.client import OllamaClient
 from bench.lab import MODEL, get_lab, rss_mb
 from bench.report import Result
-from bench.stream import record_stream, replay_server
+from bench.stream import record_stream, replay_server, show_path
 
 __all__ = ["memory"]
 
@@ -88,3 +88,4 @@ async def _grow(src: Path, dest: Path, size: int) -> None:
         out.extend(body)
         total += sum(len(x) for x in body)
     dest.write_bytes(b"".join(out) + done)
+    show_path(dest).write_bytes(show_path(src).read_bytes())  # the same model's /api/show

@@ -42,12 +42,21 @@ async def record_stream(ollama_url: str, tokens: int, path: Path, per_line: int 
             reply.raise_for_status()
         finally:
             await http.post(ollama_url + "/_emulator/faults", json={})
+        show = await http.post(ollama_url + "/api/show", json={"model": MODEL})
+        show.raise_for_status()
     path.write_bytes(reply.content)
+    show_path(path).write_bytes(show.content)
     return len(reply.content.splitlines())
 
 
+def show_path(path: Path) -> Path:
+    """Where ``record_stream`` keeps the model's ``/api/show`` answer beside the stream."""
+    return path.with_suffix(".show.json")
+
+
 async def replay_server(path: Path) -> tuple[subprocess.Popen[str], str]:
-    proc = subprocess.Popen([sys.executable, "-m", "bench.replay", str(path)],  # noqa: ASYNC220
+    proc = subprocess.Popen([sys.executable, "-m", "bench.replay", str(path),  # noqa: ASYNC220
+                             str(show_path(path))],
                             stdout=subprocess.PIPE, text=True, start_new_session=True)
     assert proc.stdout is not None
     port = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 30)
