@@ -32,6 +32,7 @@ def scheduler_config(settings: Settings) -> SchedulerConfig:
     return SchedulerConfig(
         lease_ttl_s=settings.gpu_lease_ttl_s, gpu_ttl_s=settings.gpu_ttl_s,
         batch_grants=settings.gpu_batch_grants, batch_window_s=settings.gpu_batch_window_s,
+        render_depth=settings.gpu_render_depth,
     )
 
 

@@ -73,6 +73,7 @@ class Settings(BaseSettings):
     gpu_register_every_s: float = 5.0  # how often a GPU worker says it is alive
     gpu_batch_grants: int = 8  # resident-model grants once the other model waits
     gpu_batch_window_s: float = 120.0  # ... and for at most this long
+    gpu_render_depth: int = 2  # renders per GPU at once: one running, one queued in ComfyUI
 
     # Ollama sends no byte before the first token; a cold load may take minutes.
     ollama_connect_timeout_s: float = 5.0

@@ -129,7 +129,7 @@ async def build_activities(
 
 
 def build_workers(client: Client, acts: ActivitySet, gpu: str = "", *,
-                  identity: str | None = None) -> list[Worker]:
+                  identity: str | None = None, render_slots: int = 1) -> list[Worker]:
     """One Worker per queue: the workflow queue plus each activity queue of the role.
     ``identity``: what pollers show in DescribeTaskQueue (``pollers.worker_identity``)."""
     from workflows_temporal.gpu_scheduler import GpuSchedulerWorkflow
@@ -147,7 +147,9 @@ def build_workers(client: Client, acts: ActivitySet, gpu: str = "", *,
     for queue, activities in acts.by_queue.items():
         one_gpu = queue == image_queue(gpu)
         # Waiting for a GPU grant holds nothing: many stories may wait at once.
-        slots = 1 if one_gpu else 500 if queue == LEASE_QUEUE else 20
+        # Renders: the GPU scheduler's render depth when it runs (its leases keep the LLM off
+        # the GPU and ComfyUI runs one prompt at a time), else one.
+        slots = render_slots if one_gpu else 500 if queue == LEASE_QUEUE else 20
         workers.append(
             Worker(
                 client, task_queue=queue, activities=activities,
@@ -198,7 +200,8 @@ async def run_worker(
         from starter.pollers import worker_identity
 
         identity = worker_identity(str(settings.data_dir), settings.store_label)
-        workers = build_workers(client, acts, gpu, identity=identity)
+        workers = build_workers(client, acts, gpu, identity=identity,
+                                render_slots=max(1, settings.gpu_render_depth))
         tasks = [asyncio.create_task(w.run(), name=f"worker {w.task_queue}") for w in workers]
         if image_queue(gpu) in queues_for_role(role, gpu):  # this process serves a GPU
             from starter.gpu_worker import keep_registered

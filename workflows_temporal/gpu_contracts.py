@@ -92,6 +92,7 @@ class SchedulerConfig(BaseModel):
     gpu_ttl_s: float = 15.0  # a GPU not registered for this long is dropped (worker gone)
     batch_grants: int = 8  # resident-kind grants allowed once the other kind waits
     batch_window_s: float = 120.0  # ... and for at most this long
+    render_depth: int = 2  # image leases per GPU: one rendering, one queued in ComfyUI
     wait_slice_s: float = 20.0  # an ``acquire`` update answers "not yet" after this long
     history_limit: int = 4000  # continue-as-new above this many history events
 

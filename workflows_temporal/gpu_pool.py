@@ -6,8 +6,10 @@
 Rules (README "Many stories, few GPUs"):
 
 - A GPU belongs to one kind at a time (``resident``): ``llm`` leases are shared (Ollama serves
-  requests in parallel), ``image`` leases are exclusive. A render never runs while an LLM lease
-  is held on its GPU, and no LLM lease is granted while a render holds it.
+  requests in parallel); at most ``render_depth`` ``image`` leases (ComfyUI runs its queue one
+  prompt at a time: a second render waits in ComfyUI's queue, so the GPU does not idle through
+  the Temporal round trips between two renders). A render never runs while an LLM lease is held
+  on its GPU, and no LLM lease is granted while a render holds it.
 - Batch by what is resident: while the resident kind has work waiting, the GPU stays with it; once
   a request of the other kind waits, the resident kind gets at most ``batch_grants`` more grants
   (and at most ``batch_window_s``), then the GPU switches as soon as its holders release.
@@ -62,8 +64,9 @@ class GpuPool:
         if lease is not None and req.gpu is not None and lease.gpu != req.gpu:
             del self.state.leases[req.holder]  # pinned elsewhere now: the old grant is void
             lease = None
-        if lease is not None:
+        if lease is not None:  # the same holder again (its render, or a retried attempt)
             lease.expires_at = now + self.state.config.lease_ttl_s
+            lease.worker = req.worker or lease.worker
             return self.answer(req.holder)
         waiting = self._waiting(req.holder)
         if waiting is None:
@@ -224,9 +227,11 @@ class GpuPool:
             gpu.batch >= cfg.batch_grants or now - gpu.other_waiting_since >= cfg.batch_window_s)
 
     def _can_grant(self, gpu: GpuState, kind: LeaseKind, now: float) -> bool:
-        if self._holders(gpu, LeaseKind.IMAGE):
-            return False  # exclusive: nothing joins a render
-        if kind == LeaseKind.IMAGE and self._holders(gpu, LeaseKind.LLM):
+        renders = self._holders(gpu, LeaseKind.IMAGE)
+        if kind == LeaseKind.LLM and renders:
+            return False  # the LLM never joins a render
+        if kind == LeaseKind.IMAGE and (self._holders(gpu, LeaseKind.LLM)
+                                        or renders >= self.state.config.render_depth):
             return False
         if gpu.resident in (None, kind):
             return not self._bound_reached(gpu, now)
@@ -243,7 +248,8 @@ class GpuPool:
         usable = [g for g in candidates if self._can_grant(g, w.kind, now)]
         if not usable:
             return False, None
-        usable.sort(key=lambda g: (g.resident not in (None, w.kind), g.hosts_llm,
+        usable.sort(key=lambda g: (g.resident not in (None, w.kind),
+                                   self._holders(g, LeaseKind.IMAGE), g.hosts_llm,
                                    sum(g.grants.values()), g.name))
         return True, usable[0]
 

@@ -129,14 +129,15 @@ async def test_killing_the_scheduler_worker_mid_run_recovers_its_leases(
     async def scheduler_worker_holds_a_lease() -> bool:
         identity = await scheduler_worker(one_gpu.client)
         leases = (await stats(one_gpu.client))["leases"]
-        if identity and any(lease["worker"] and worker_pid(lease["worker"]) == worker_pid(identity)
+        if identity and any(lease["kind"] == "image" and lease["worker"]
+                            and worker_pid(lease["worker"]) == worker_pid(identity)
                             for lease in leases.values()):
             victim["identity"] = identity
             return True
         return False
 
-    await wait_until(scheduler_worker_holds_a_lease, timeout=60, interval=0.1,
-                     what="the scheduler's worker to hold a GPU lease")
+    await wait_until(scheduler_worker_holds_a_lease, timeout=60, interval=0.05,
+                     what="the scheduler's worker to render")
     name = next(n for n, p in one_gpu.workers().items()
                 if p.pid == worker_pid(victim["identity"]))
     one_gpu.kill(name)  # kill -9: the scheduler's workflow task and the lease holder die

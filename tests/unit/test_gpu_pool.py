@@ -27,7 +27,7 @@ def ask(p: GpuPool, holder: str, kind: LeaseKind, now: float = 1.0, gpu: str | N
 
 
 def test_a_render_never_shares_the_gpu_with_the_llm() -> None:
-    p = pool(("a", True))
+    p = pool(("a", True), render_depth=1)
     assert ask(p, "s1/write", LLM).granted
     assert ask(p, "s2/write", LLM).granted, "llm leases are shared"
     assert not ask(p, "s3/render", IMAGE).granted, "no render while the LLM is held"
@@ -67,7 +67,7 @@ def test_resident_kind_is_served_first_up_to_the_bound() -> None:
 
 
 def test_renders_wait_while_the_image_model_batch_runs() -> None:
-    p = pool(("a", True), batch_grants=8)
+    p = pool(("a", True), batch_grants=8, render_depth=1)
     for i in range(4):
         ask(p, f"r{i}", IMAGE)
     assert p.answer("r0").granted
@@ -83,7 +83,7 @@ def test_renders_wait_while_the_image_model_batch_runs() -> None:
 
 
 def test_an_unrenewed_lease_is_taken_back_after_the_ttl() -> None:
-    p = pool(("a", False), lease_ttl_s=10.0)
+    p = pool(("a", False), lease_ttl_s=10.0, render_depth=1)
     assert ask(p, "dead/render", IMAGE, 0.0).granted
     assert not ask(p, "next/render", IMAGE, 1.0).granted
     p.renew(LeaseRenewal(holders=["dead/render"]), 5.0)
@@ -100,7 +100,7 @@ def test_an_unrenewed_lease_is_taken_back_after_the_ttl() -> None:
 
 
 def test_renders_spread_over_gpus_and_leave_a_silent_gpu() -> None:
-    p = pool(("a", False), ("b", False), gpu_ttl_s=15.0)
+    p = pool(("a", False), ("b", False), gpu_ttl_s=15.0, render_depth=1)
     first, second = ask(p, "r1", IMAGE), ask(p, "r2", IMAGE)
     assert {first.gpu, second.gpu} == {"a", "b"}
     assert not ask(p, "r3", IMAGE).granted
@@ -129,7 +129,7 @@ def test_llm_without_a_shared_gpu_is_not_scheduled() -> None:
 
 
 def test_asking_again_is_idempotent_and_keeps_the_place() -> None:
-    p = pool(("a", False))
+    p = pool(("a", False), render_depth=1)
     assert ask(p, "r1", IMAGE).granted
     assert ask(p, "r2", IMAGE).position == 1
     assert ask(p, "r3", IMAGE).position == 2
@@ -141,7 +141,7 @@ def test_asking_again_is_idempotent_and_keeps_the_place() -> None:
 def test_a_render_already_in_the_gpu_slot_goes_before_older_waiters() -> None:
     """A render activity waiting in its GPU's only task slot must not be overtaken by grants
     whose renders cannot start until it leaves the slot (a livelock seen in the 2-GPU test)."""
-    p = pool(("a", False), lease_ttl_s=10.0)
+    p = pool(("a", False), lease_ttl_s=10.0, render_depth=1)
     assert ask(p, "busy", IMAGE, 0.0).granted
     ask(p, "older", IMAGE, 1.0)
     p.request(LeaseRequest(holder="in-slot", kind=IMAGE, gpu="a", in_slot=True), 2.0)
@@ -151,7 +151,7 @@ def test_a_render_already_in_the_gpu_slot_goes_before_older_waiters() -> None:
 
 
 def test_a_waiter_whose_worker_died_is_forgotten_not_granted() -> None:
-    p = pool(("a", False), lease_ttl_s=10.0)
+    p = pool(("a", False), lease_ttl_s=10.0, render_depth=1)
     assert ask(p, "busy", IMAGE, 0.0).granted
     ask(p, "dead-waiter", IMAGE, 1.0)
     ask(p, "live-waiter", IMAGE, 2.0)
@@ -163,3 +163,12 @@ def test_a_waiter_whose_worker_died_is_forgotten_not_granted() -> None:
     p.schedule(12.5)
     assert p.answer("live-waiter").granted
     assert p.answer("dead-waiter").position == 0, "forgotten"
+
+
+def test_one_render_waits_in_comfyui_behind_the_running_one_and_a_third_waits_here() -> None:
+    p = pool(("a", True), ("b", False), render_depth=2)
+    grants = [ask(p, f"r{i}", IMAGE) for i in range(5)]
+    assert [g.gpu for g in grants[:4]].count("a") == 2 and [g.gpu for g in grants[:4]].count(
+        "b") == 2, "spread first, then the second place of each ComfyUI queue"
+    assert not grants[4].granted
+    assert not ask(p, "w", LLM).granted, "no LLM beside the renders"
