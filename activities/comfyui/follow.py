@@ -182,6 +182,8 @@ class Watcher:
 
     def _dropped(self, exc: ConnectionClosed) -> None:
         self._ws = None  # recv raised ConnectionClosed: the connection is already closed
+        if self._superseded:  # closed by the newer Watcher on purpose: HTTP only from now on
+            return
         self._back_off(asyncio.get_running_loop().time() - self._opened_at)
         logger.warning("comfyui websocket dropped (%s); polling HTTP, reconnecting in %.1f s",
                        exc, self._retry_at - asyncio.get_running_loop().time())
