@@ -283,15 +283,19 @@ class OllamaClient:
     async def unload(self, model: str, *, deadline_s: float = 30.0, poll_s: float = 0.25) -> None:
         """Ask Ollama to unload ``model`` and wait until /api/ps no longer lists it.
         Idempotent; raises ServiceTimeout (retryable) if it is still loaded at the deadline."""
-        try:
-            await self._json("POST", "/api/generate",
-                             {"model": model, "prompt": "", "keep_alive": 0, "stream": False},
-                             model)
-        except BadRequest as exc:
-            if exc.status == 404:
-                raise
+        caps = await self.capabilities.of(model)  # cached: one /api/show per model
+        if caps is not None and "embedding" in caps and "completion" not in caps:
             # An embedding model "does not support generate": /api/embed unloads it the same way.
             await self._json("POST", "/api/embed", {"model": model, "keep_alive": 0}, model)
+        else:
+            try:
+                await self._json("POST", "/api/generate",
+                                 {"model": model, "prompt": "", "keep_alive": 0, "stream": False},
+                                 model)
+            except BadRequest as exc:  # a server too old to list capabilities
+                if exc.status == 404:
+                    raise
+                await self._json("POST", "/api/embed", {"model": model, "keep_alive": 0}, model)
         wanted = normalise_name(model)
         give_up = time.monotonic() + deadline_s
         while any(normalise_name(m.full_name) == wanted for m in await self.loaded_models()):

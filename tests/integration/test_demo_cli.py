@@ -30,6 +30,9 @@ async def test_demo_writes_an_illustrated_story_and_says_where_it_is(tmp_path: P
         capture_output=True, text=True, timeout=180, check=False)
     assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-2000:]
     out = run.stdout
+    # The README's first command: no warning and no traceback on the screen.
+    screen = (run.stdout + run.stderr).lower()
+    assert "warning" not in screen and "traceback" not in screen, screen[-3000:]
     assert "DEMO ON EMULATED SERVICES" in out  # the banner says the models are emulated
     done = re.search(r"Done in [\d.]+ s: story (s_[0-9a-f]+), 3 scenes, 0 images failed", out)
     assert done, out
