@@ -238,6 +238,9 @@ def write_html(book: Book, out_dir: Path, *, home: Path | None = None,
     folder that is not a storyloom book, unless ``force``. Pictures an earlier book left in
     ``out_dir/images/`` that this one does not show are removed (never with ``force`` into a
     foreign folder: its files are not ours)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise NotABookFolder(f"{out_dir} is a file, not a folder: name a new or empty folder "
+                             "for the storybook.")
     ours = is_book_folder(out_dir)
     if not ours and not force:
         raise NotABookFolder(

@@ -195,6 +195,12 @@ async def test_export_refuses_a_folder_that_holds_other_files(library: Library,
     assert _tree(foreign) == before  # nothing written, nothing removed
     root = storyloom(library, "export", library.ids.story, "--html", "/")
     assert root.returncode == 2 and not Path("/index.html").exists()
+    a_file = tmp_path / "notes.txt"
+    a_file.write_text("mine")
+    for extra in ([], ["--force"]):
+        on_file = storyloom(library, "export", library.ids.story, "--html", str(a_file), *extra)
+        assert on_file.returncode == 2 and "is a file" in on_file.stderr, on_file.stderr
+    assert a_file.read_text() == "mine"
     forced = storyloom(library, "export", library.ids.story, "--html", str(foreign), "--force")
     assert forced.returncode == 0, forced.stderr
     assert (foreign / "images" / "holiday.png").read_bytes() == b"not ours"
