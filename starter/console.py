@@ -85,6 +85,6 @@ class PipeGuard:
 def guard_pipes() -> None:
     """Wrap ``sys.stdout`` and ``sys.stderr`` in ``PipeGuard`` (once)."""
     if not isinstance(sys.stdout, PipeGuard):
-        sys.stdout = PipeGuard(sys.stdout)  # type: ignore[assignment]
+        sys.stdout = PipeGuard(sys.stdout)
     if not isinstance(sys.stderr, PipeGuard):
-        sys.stderr = PipeGuard(sys.stderr)  # type: ignore[assignment]
+        sys.stderr = PipeGuard(sys.stderr)
