@@ -65,7 +65,7 @@ async def _wait_for(log: Path, text: str, proc: subprocess.Popen[bytes], deadlin
     deadline = time.monotonic() + deadline_s
     while text not in (log.read_text(errors="replace") if log.exists() else ""):
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}; see {log}")
+            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}; see {log}")
         if time.monotonic() > deadline:
             raise RuntimeError(f"{text!r} not in {log} after {deadline_s:.0f} s")
         await asyncio.sleep(0.1)
