@@ -132,7 +132,8 @@ import os, signal, sys, time
 signal.signal(signal.SIGTERM, lambda *_: None)
 profile = sys.argv[1]
 open(os.path.join(profile, "helper.pid"), "w").write(str(os.getpid()))
-while not os.path.exists(os.path.join(profile, "stop")):
+give_up = time.monotonic() + 30  # bounded, even if nobody ever says stop
+while not os.path.exists(os.path.join(profile, "stop")) and time.monotonic() < give_up:
     time.sleep(0.01)
 end = time.monotonic() + 1.0
 while time.monotonic() < end:
