@@ -53,6 +53,7 @@ class Parameter:
     choices: tuple[str, ...] = ()
     pattern: str | None = None
     description: str = ""
+    step: int | None = None  # an int the node rounds down to a multiple of (EmptyLatentImage: 8)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class WorkflowManager:
                 required=bool(spec.get("required", False)), default=spec.get("default"),
                 min=spec.get("min"), max=spec.get("max"),
                 choices=tuple(spec.get("choices", ())), pattern=spec.get("pattern"),
-                description=spec.get("description", ""),
+                description=spec.get("description", ""), step=spec.get("step"),
             )
             if p.type not in _TYPES:
                 raise template_error(name, f"unknown type {p.type!r}", parameter=pname, node=p.node)

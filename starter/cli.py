@@ -331,17 +331,35 @@ def retry_image(
     node: Annotated[str, typer.Argument(help="The node whose illustration to render again")],
     force: Annotated[bool, typer.Option(help="Render again even if the image is done")] = False,
     template: Annotated[str | None, typer.Option(
-        help=f"Template if the node recorded none: {', '.join(template_names())}")] = None,
+        help=f"Render with this template ({', '.join(template_names())}); default: the "
+        "node's")] = None,
+    checkpoint: Annotated[str | None, typer.Option(
+        help="Render with this checkpoint file; default: the node's")] = None,
+    width: Annotated[int | None, typer.Option(
+        help="Image width in pixels; default: the node's")] = None,
+    height: Annotated[int | None, typer.Option(
+        help="Image height in pixels; default: the node's")] = None,
+    model: Annotated[str | None, typer.Option(
+        help="Text model for the picture's prompt when the node has none; default: the "
+        "node's")] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
 ) -> None:
-    """Render a node's failed illustration again with the same parameters (its own workflow)."""
+    """Render a node's illustration again (its own workflow): with the settings the node was
+    made with, except those given as options. Exit 1 if the picture fails again."""
     from starter.input_checks import check_template
     from starter.retry_command import run_retry_image
 
     if template is not None:
         check_template(template)
-    _run(run_retry_image, _settings("cli", store="changes"), node, force=force, template=template,
-         as_json=json_out)
+    if model is not None and not model.strip():
+        raise CliFailure("--model is empty: name an Ollama model, e.g. --model llama3.2",
+                         EXIT_USAGE)
+    if checkpoint is not None and not checkpoint.strip():
+        raise CliFailure("--checkpoint is empty: name a checkpoint file, e.g. "
+                         "--checkpoint v1-5-pruned-emaonly.safetensors", EXIT_USAGE)
+    _run(run_retry_image, _settings("cli", store="changes"), node, force=force,
+         template=template, checkpoint=checkpoint, image_width=width, image_height=height,
+         model=model, as_json=json_out)
 
 
 @app.command()

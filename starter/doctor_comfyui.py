@@ -1,7 +1,7 @@
 """`storyloom doctor`, ComfyUI part: the server, the templates in use, the checkpoint in use.
 
-The templates checked are the ones a scene renders with (``STORYLOOM_TEMPLATE`` and the
-reference template), filled with the configured image settings (``STORYLOOM_CHECKPOINT``,
+The templates checked are the ones a scene renders with (``STORYLOOM_TEMPLATE`` and its
+reference variant, if it has one), filled with the configured image settings (``STORYLOOM_CHECKPOINT``,
 ``STORYLOOM_IMAGE_WIDTH``/``HEIGHT``), against the server's ``/object_info/<Class>``. Each kind
 of problem gets its own fix: a node class the server lacks (a custom node to install), a
 checkpoint file the server does not have (a model to add, or a setting to change), and any
@@ -18,9 +18,9 @@ from activities.templates import Parameter, WorkflowManager
 from starter.clients import comfy_client
 from starter.doctor import Check
 from starter.settings import Settings
-from workflows_temporal.scene_prompts import REFERENCE_TEMPLATE
+from workflows_temporal.scene_prompts import reference_variant
 
-__all__ = ["checkpoint_names", "comfyui_checks"]
+__all__ = ["checkpoint_names", "comfyui_checks", "missing_checkpoint"]
 
 
 def checkpoint_names(definition: dict[str, Any]) -> list[str]:
@@ -45,10 +45,23 @@ def _sample_params(parameters: dict[str, Parameter], values: dict[str, Any]) -> 
     return params
 
 
+def missing_checkpoint(checkpoint: str, names: list[str], *,
+                       setting: str = "STORYLOOM_CHECKPOINT") -> str:
+    """What to do about ``checkpoint`` missing from a server that has ``names``."""
+    if not names:
+        return (f"the server has no checkpoints: put one (e.g. {checkpoint}) in ComfyUI's "
+                f"models/checkpoints, then set {setting} to its file name")
+    return (f"set {setting} to one of the server's checkpoints: {', '.join(names)} (or put "
+            f"{checkpoint} into ComfyUI's models/checkpoints)")
+
+
 def _in_use(settings: Settings, manager: WorkflowManager) -> list[str]:
+    """The configured template and its reference variant (scene -> scene_with_reference), if
+    it has one: a template without one (probe) renders every scene itself."""
     names = [settings.template]
-    if REFERENCE_TEMPLATE in manager.names() and REFERENCE_TEMPLATE not in names:
-        names.append(REFERENCE_TEMPLATE)
+    variant = reference_variant(settings.template)
+    if variant is not None and variant in manager.names():
+        names.append(variant)
     return names
 
 
@@ -106,9 +119,7 @@ async def _checkpoint(client: Any, checkpoint: str, templates: list[str]) -> Che
     present = ", ".join(names) or "none"
     return Check("comfyui", False,
                  f"checkpoint {checkpoint} is not on the server (used by {used_by}); "
-                 f"its checkpoints: {present}",
-                 f"put {checkpoint} into ComfyUI/models/checkpoints, or set "
-                 f"STORYLOOM_CHECKPOINT to one of: {present}")
+                 f"its checkpoints: {present}", missing_checkpoint(checkpoint, names))
 
 
 async def comfyui_checks(settings: Settings) -> list[Check]:

@@ -23,6 +23,7 @@ from workflows_temporal.contracts import (
 
 __all__ = [
     "check_direction",
+    "check_image_size",
     "check_look",
     "check_scenes",
     "check_seed",
@@ -39,6 +40,8 @@ _FIELD_NAMES = {
     "model": "--model (or STORYLOOM_TEXT_MODEL)", "template": "--template (or STORYLOOM_TEMPLATE)",
     "context_budget_tokens": "STORYLOOM_CONTEXT_BUDGET_TOKENS", "embed_model":
     "STORYLOOM_EMBED_MODEL", "gpu_sharing": "STORYLOOM_GPU_SHARING",
+    "image_width": "STORYLOOM_IMAGE_WIDTH", "image_height": "STORYLOOM_IMAGE_HEIGHT",
+    "checkpoint": "STORYLOOM_CHECKPOINT", "fallback_models": "STORYLOOM_FALLBACK_MODELS",
 }
 
 
@@ -105,6 +108,31 @@ def check_template(name: str, *, source: str = "--template") -> str:
         raise _fail(f"There is no ComfyUI template {name!r} ({source}); the templates are: "
                     f"{', '.join(names)}.")
     return name
+
+
+def check_image_size(template: str, width: int | None, height: int | None, *,
+                     sources: tuple[str, str] = ("STORYLOOM_IMAGE_WIDTH",
+                                                 "STORYLOOM_IMAGE_HEIGHT")) -> None:
+    """CliFailure (exit 2) when ``width``/``height`` (pixels; None: the template's default) are
+    outside ``template``'s manifest range or off its step (EmptyLatentImage rounds down to a
+    multiple of 8, so 513 would silently come out 512). ``sources`` name the setting or flag."""
+    from activities.templates import WorkflowManager
+
+    manifest = WorkflowManager().manifest(template)
+    for name, value, source in (("width", width, sources[0]), ("height", height, sources[1])):
+        p = manifest.parameters.get(name)
+        if value is None or p is None:
+            continue
+        low, high, step = int(p.min or 1), int(p.max or value), int(p.step or 1)
+        if low <= value <= high and value % step == 0:
+            continue
+        allowed = f"{low} to {high}" + (f" in steps of {step}" if step > 1 else "")
+        near = ""
+        if step > 1 and low <= value <= high:
+            down = value - value % step
+            near = f" (e.g. {max(down, low)} or {min(down + step, high)})"
+        raise _fail(f"{source}={value} is not a {name} the {template!r} template can render: "
+                    f"it takes {allowed} pixels{near}.")
 
 
 def explain_settings(exc: ValidationError) -> CliFailure:

@@ -1,5 +1,5 @@
 """Checks against the services before a workflow starts: ids in the story store, the text model
-in Ollama. Each failure is one sentence and exit 2, and nothing has been created yet.
+in Ollama, the checkpoint in ComfyUI. Each failure is one sentence and exit 2, and nothing has been created yet.
 
 Where a scene continues a story: ``--story S`` alone continues from the story's only branch tip
 (its latest scene); with several tips the user must pick one with ``--parent``.
@@ -16,7 +16,7 @@ from activities.errors import StoreError
 from starter.outcome import EXIT_USAGE, CliFailure
 from starter.settings import Settings
 
-__all__ = ["Placement", "check_model", "place_scene"]
+__all__ = ["Placement", "check_checkpoint", "check_model", "place_scene"]
 
 logger = logging.getLogger(__name__)
 _TIPS_SHOWN = 5
@@ -120,4 +120,38 @@ async def check_model(settings: Settings, model: str) -> None:
     shown = ", ".join(sorted(names)) or "none"
     raise CliFailure(f"Ollama at {settings.ollama_url} has no model {model!r} (installed: "
                      f"{shown}): `ollama pull {model}` there, or pick one with --model.",
+                     EXIT_USAGE)
+
+
+async def check_checkpoint(settings: Settings, template: str, checkpoint: str | None, *,
+                           source: str = "STORYLOOM_CHECKPOINT") -> None:
+    """Refuse (exit 2) a checkpoint ComfyUI does not have: ``checkpoint``, or when None the
+    ``template``'s default (a template without a checkpoint parameter is not checked).
+
+    ComfyUI not answering is not refused: the render waits for it, durably. ``source`` names
+    the setting or flag in the message.
+    """
+    from activities.templates import WorkflowManager
+    from starter.clients import comfy_client
+    from starter.doctor_comfyui import checkpoint_names, missing_checkpoint
+
+    parameter = WorkflowManager().manifest(template).parameters.get("checkpoint")
+    wanted = checkpoint or (parameter.default if parameter is not None else None)
+    if not wanted:
+        return
+    client = comfy_client(settings)
+    try:
+        names = checkpoint_names(await asyncio.wait_for(
+            client.object_info("CheckpointLoaderSimple"), _MODEL_CHECK_TIMEOUT_S))
+    except Exception as exc:  # noqa: BLE001 - unreachable: the render will wait and retry
+        logger.info("checkpoint check skipped: ComfyUI at %s: %s", settings.comfyui_url, exc)
+        return
+    finally:
+        await client.aclose()
+    if wanted in names:
+        return
+    given = f"{source}={wanted}" if checkpoint else f"the {template!r} template's default " \
+        f"checkpoint {wanted} ({source} is not set)"
+    raise CliFailure(f"ComfyUI at {settings.comfyui_url} has no checkpoint {wanted!r} "
+                     f"({given}): {missing_checkpoint(wanted, names, setting=source)}.",
                      EXIT_USAGE)

@@ -21,6 +21,7 @@ from temporalio.service import RPCError
 from activities.store.ids import story_id_for
 from starter.input_checks import (
     check_direction,
+    check_image_size,
     check_seed,
     check_style,
     check_template,
@@ -29,9 +30,9 @@ from starter.input_checks import (
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_cause, root_message
 from starter.pollers import QueueNeed, queues_needed, unserved_watch
-from starter.preflight import check_model, place_scene
+from starter.preflight import check_checkpoint, check_model, place_scene
 from starter.progress import Mode, follow
-from starter.settings import Settings, image_settings
+from starter.settings import Settings, image_settings, text_settings
 from starter.temporal_client import TemporalUnreachable, connect
 from starter.ui_link import ui_answers
 from workflows_temporal.contracts import ImageStatus, SceneRequest, SceneResult
@@ -58,6 +59,8 @@ def build_request(settings: Settings, direction: str, **options: Any) -> SceneRe
     if options.get("illustrate", True):
         source = "--template" if "template" in options else "STORYLOOM_TEMPLATE"
         check_template(options.get("template", settings.template), source=source)
+        check_image_size(options.get("template", settings.template), settings.image_width,
+                         settings.image_height)
     if "model" in options and not str(options["model"]).strip():
         raise CliFailure("--model is empty: name an Ollama model, e.g. --model llama3.2",
                          EXIT_USAGE)
@@ -67,7 +70,8 @@ def build_request(settings: Settings, direction: str, **options: Any) -> SceneRe
     options.setdefault("gpu", settings.gpu)  # which GPU's image queue renders it
     options.setdefault("embed_model", settings.embed_model or None)  # story memory (issue 6)
     options.setdefault("context_budget_tokens", settings.context_budget_tokens)
-    options.update({k: v for k, v in image_settings(settings).items() if k not in options})
+    options.update({k: v for k, v in {**image_settings(settings), **text_settings(settings)}.items()
+                    if k not in options})
     try:
         return SceneRequest(direction=direction, **options)
     except ValidationError as exc:
@@ -82,6 +86,8 @@ async def place_request(settings: Settings, request: SceneRequest) -> SceneReque
         print(placement.note, file=sys.stderr)
     assert request.model is not None
     await check_model(settings, request.model)
+    if request.illustrate and request.template is not None:
+        await check_checkpoint(settings, request.template, request.checkpoint)
     return request.model_copy(update={"story_id": placement.story_id,
                                        "parent_node_id": placement.parent_node_id})
 

@@ -14,7 +14,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows_temporal.contracts import GpuSharing
 
-__all__ = ["Settings", "image_settings", "load_settings", "normalize_ollama_url"]
+__all__ = ["Settings", "image_settings", "load_settings", "normalize_ollama_url", "text_settings"]
 
 
 def normalize_ollama_url(value: str) -> str:
@@ -131,3 +131,10 @@ def image_settings(settings: Settings) -> dict[str, object]:
     ``image_width`` and ``image_height`` in pixels."""
     return {"checkpoint": settings.checkpoint or None, "image_width": settings.image_width,
             "image_height": settings.image_height}
+
+
+def text_settings(settings: Settings) -> dict[str, object]:
+    """The text settings that travel with a Scene/Story request like the image ones:
+    ``fallback_models`` (STORYLOOM_FALLBACK_MODELS of this terminal; the worker's list is used
+    only by requests of older starters)."""
+    return {"fallback_models": list(settings.fallback_models)}

@@ -27,14 +27,20 @@ from temporalio.service import RPCError
 from activities.store.ids import story_id_for
 from starter.cancelling import cancel_run, describe_run
 from starter.console import count
-from starter.input_checks import check_direction, check_scenes, check_template, explain_invalid
+from starter.input_checks import (
+    check_direction,
+    check_image_size,
+    check_scenes,
+    check_template,
+    explain_invalid,
+)
 from starter.logs import FILE_ONLY
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_message
 from starter.pollers import queues_needed, unserved_watch
-from starter.preflight import check_model, place_scene
+from starter.preflight import check_checkpoint, check_model, place_scene
 from starter.progress import Mode
 from starter.scene_command import still_running_note, ui_suffix
-from starter.settings import Settings, image_settings
+from starter.settings import Settings, image_settings, text_settings
 from starter.story_progress import follow_story
 from starter.temporal_client import TemporalUnreachable, connect
 from workflows_temporal.contracts import (
@@ -101,6 +107,7 @@ def build_story_request(settings: Settings, premise: str, scenes: int, *, illust
     premise = check_direction(premise, what="premise")
     if illustrate:
         check_template(settings.template, source="STORYLOOM_TEMPLATE")
+        check_image_size(settings.template, settings.image_width, settings.image_height)
     directions = extra.pop("directions", None) or directions_for(premise, scenes)
     try:
         return StoryRequest(
@@ -108,7 +115,7 @@ def build_story_request(settings: Settings, premise: str, scenes: int, *, illust
             template=settings.template, gpu_sharing=settings.gpu_sharing,
             embed_model=settings.embed_model or None,
             context_budget_tokens=settings.context_budget_tokens,
-            **{**image_settings(settings), **extra},
+            **{**image_settings(settings), **text_settings(settings), **extra},
         )
     except ValidationError as exc:
         raise explain_invalid(exc, "story request") from exc
@@ -190,6 +197,8 @@ async def run_story(settings: Settings, premise: str, request: StoryRequest, *,
     checked first (exit 2, nothing created, when Ollama answers without it)."""
     assert request.model is not None
     await check_model(settings, request.model)
+    if request.illustrate and request.template is not None:
+        await check_checkpoint(settings, request.template, request.checkpoint)
     client = await _client(settings)
     handle = await start_story(settings, client, request, premise, request.story_id)
     if detach:

@@ -99,6 +99,9 @@ class SceneRequest(BaseModel):
     checkpoint: str | None = None
     image_width: int | None = Field(default=None, ge=1)
     image_height: int | None = Field(default=None, ge=1)
+    # Text models tried in order when ``model`` is missing or refuses (STORYLOOM_FALLBACK_MODELS
+    # of the starting terminal); None: the worker's own list (requests of older starters).
+    fallback_models: list[str] | None = None
 
 
 class StepTimings(BaseModel):
@@ -162,6 +165,7 @@ class WriteSceneInput(BaseModel):
     style: str = ""
     seed: int = 0
     memories: list[str] = Field(default_factory=list)  # recalled earlier scenes (story memory)
+    fallback_models: list[str] | None = None  # None: the worker's STORYLOOM_FALLBACK_MODELS
 
 
 class WriteProgress(BaseModel):
@@ -312,7 +316,13 @@ class AttachImageInput(BaseModel):
 
 
 class RetryImageRequest(BaseModel):
-    """Render ``node_id``'s image again; ``template`` is used when the node recorded none."""
+    """Render ``node_id``'s image again.
+
+    ``settings_chosen`` True (starters since issue 11's fixes): ``template``, ``model``,
+    ``checkpoint`` and the size are exactly what to render with; the starter chose them (a
+    flag, else the node's recorded value, else the terminal's setting). False (requests of
+    older starters, kept for replay): the node's recorded values win and these fill the gaps.
+    """
 
     node_id: str
     template: str
@@ -324,6 +334,7 @@ class RetryImageRequest(BaseModel):
     checkpoint: str | None = None
     image_width: int | None = Field(default=None, ge=1)
     image_height: int | None = Field(default=None, ge=1)
+    settings_chosen: bool = False
 
 
 class ImageParams(BaseModel):
@@ -419,6 +430,7 @@ class StoryRequest(BaseModel):
     checkpoint: str | None = None
     image_width: int | None = Field(default=None, ge=1)
     image_height: int | None = Field(default=None, ge=1)
+    fallback_models: list[str] | None = None  # see SceneRequest
 
 
 class StoryResult(BaseModel):

@@ -1,7 +1,8 @@
-"""RetryImageWorkflow: render a node's illustration again, with the parameters it was made from.
+"""RetryImageWorkflow: render a node's illustration again, with the settings its starter chose.
 
-Deterministic orchestration only (ARCHITECTURE rule 6). The node's stored template, seed and
-image prompt are reused; a node that failed before its prompt was known (extract_cast failed)
+Deterministic orchestration only (ARCHITECTURE rule 6). The node's seed and image prompt are
+reused; template, checkpoint, size and model are the request's (``settings_chosen``: the
+starter's flags, else the node's record; older requests: the node's record first); a node that failed before its prompt was known (extract_cast failed)
 gets the prompt from a fresh extract_cast. The workflow id differs from the scene's, so the
 ComfyUI prompt id (uuid5 of workflow id / step) is new: a new job, never the failed one again.
 Like SceneWorkflow, a render failing for good is recorded on the node, not raised.
@@ -39,7 +40,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows_temporal.gpu_steps import GPU_SCHEDULER_PATCH, render_on_a_gpu
     from workflows_temporal.policies import WORKFLOW_FAILURE_TYPES, image_queue
-    from workflows_temporal.scene_prompts import REFERENCE_TEMPLATE, build_image_prompt
+    from workflows_temporal.scene_prompts import (
+        REFERENCE_TEMPLATE,
+        base_template,
+        build_image_prompt,
+    )
     from workflows_temporal.steps import failure_reason, final_error, run_step
     from workflows_temporal.story_memory import node_seed
 
@@ -82,18 +87,21 @@ class RetryImageWorkflow:
             )
         except ActivityError as err:
             raise final_error(err) from err
-        template = params.template or req.template
+        if req.settings_chosen:  # the starter chose them (flags over the node's record)
+            template, model = req.template, req.model
+            checkpoint, width, height = req.checkpoint, req.image_width, req.image_height
+        else:  # an older starter's request: the node's own settings win
+            template, model = params.template or req.template, params.model or req.model
+            checkpoint = params.checkpoint or req.checkpoint
+            width = params.image_width or req.image_width
+            height = params.image_height or req.image_height
         if template == REFERENCE_TEMPLATE:  # its reference upload belongs to the scene's cast
-            template = req.template
+            template = base_template(template) if req.settings_chosen else req.template
         started = workflow.now()
         # A node whose render never got to record its seed (cancelled) gets the seed its scene
         # used: the node seed (story + node), as SceneWorkflow derives it.
         seed = params.seed if params.seed is not None else node_seed(params.story_id,
                                                                       params.node_id)
-        # The node's own settings win: the picture is rendered again as it was first made.
-        checkpoint = params.checkpoint or req.checkpoint
-        width = params.image_width or req.image_width
-        height = params.image_height or req.image_height
         settings: dict[str, Any] = {"checkpoint": checkpoint, "image_width": width,
                                     "image_height": height}
         base = SceneResult(
@@ -104,11 +112,11 @@ class RetryImageWorkflow:
         prompt: str | None = params.prompt
         try:
             if not prompt:
-                prompt = await self._prompt_from_text(req, params, seed)
+                prompt = await self._prompt_from_text(model, params, seed)
             scheduled = workflow.patched(GPU_SCHEDULER_PATCH)  # issue 13: no per-render unload
             if req.gpu_sharing == GpuSharing.SHARED and not scheduled:
                 self._stage = "freeing_vram"
-                await run_step("free_llm_vram", FreeVramInput(model=params.model or req.model),
+                await run_step("free_llm_vram", FreeVramInput(model=model),
                                "free VRAM before the retry")
             self._stage = "rendering"
             render_input = RenderInput(
@@ -156,12 +164,9 @@ class RetryImageWorkflow:
             "image_sha256": rendered.sha256, "timings": _timings(started, workflow.now()),
         })
 
-    async def _prompt_from_text(
-        self, req: RetryImageRequest, params: ImageParams, seed: int
-    ) -> str:
+    async def _prompt_from_text(self, model: str, params: ImageParams, seed: int) -> str:
         """The image prompt the scene would have built: cast and canonical looks of the text."""
         self._stage = "casting"
-        model = params.model or req.model
         cast = await run_step(
             "extract_cast",
             ExtractCastInput(workflow_id=workflow.info().workflow_id, model=model,

@@ -57,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
         derive_seed,
         first_words,
         pick_reference,
+        reference_variant,
     )
     from workflows_temporal.steps import failure_reason, failure_type, final_error, run_step
     from workflows_temporal.story_memory import node_seed
@@ -68,6 +69,8 @@ NODE_ID = SearchAttributeKey.for_keyword("NodeId")
 # Render failures that mean "this template/reference cannot work": retry with the plain template.
 REFERENCE_REJECTIONS = frozenset({"ComfyExecutionError", "ComfyValidationError", "TemplateError"})
 CANCELLED_NOTE = "cancelled by user"
+# Issue 11: only a template with a reference variant renders a character's picture with it.
+REFERENCE_VARIANT_PATCH = "reference-variant-only"
 
 
 def _seconds(start: datetime, end: datetime) -> float:
@@ -206,6 +209,7 @@ class SceneWorkflow:
                     style=req.style,
                     seed=seed,
                     memories=memories,
+                    fallback_models=req.fallback_models,
                 ),
                 f"write scene {self._scene_number}: {first_words(req.direction)}",
                 WrittenScene,
@@ -414,13 +418,15 @@ class SceneWorkflow:
             height=req.image_height,
         )
         reference = pick_reference(looks)
-        if reference is None:
+        variant = reference_variant(req.template)
+        # Issue 11: a template without a reference variant (probe) renders as configured.
+        if reference is None or (variant is None and workflow.patched(REFERENCE_VARIANT_PATCH)):
             return await self._render(plain)
         try:
             return await self._render(
                 plain.model_copy(
                     update={
-                        "template": REFERENCE_TEMPLATE,
+                        "template": variant or REFERENCE_TEMPLATE,
                         "reference_image": reference.reference_image,
                     }
                 )

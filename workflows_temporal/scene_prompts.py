@@ -13,6 +13,7 @@ from workflows_temporal.contracts import CharacterLook, SceneCast
 
 __all__ = [
     "REFERENCE_TEMPLATE",
+    "base_template",
     "build_image_prompt",
     "continuation",
     "derive_seed",
@@ -20,11 +21,16 @@ __all__ = [
     "is_continuation",
     "one_line",
     "pick_reference",
+    "reference_variant",
+    "squeezed",
     "without_scene_number",
 ]
 
 # The template that conditions the render on a character's reference picture.
 REFERENCE_TEMPLATE = "scene_with_reference"
+# Which template has a reference variant: a scene of a character with a picture renders with
+# the variant; a template without one (probe) renders as configured.
+REFERENCE_VARIANTS = {"scene": REFERENCE_TEMPLATE}
 MAX_PROMPT_CHARS = 2000  # ComfyUI's CLIP truncates long prompts anyway; keep history small
 
 
@@ -32,6 +38,16 @@ MAX_PROMPT_CHARS = 2000  # ComfyUI's CLIP truncates long prompts anyway; keep hi
 # direction (and so each LLM prompt) distinct. These directions are instructions, not captions.
 _CONTINUATION = re.compile(r"^(Scene \d+: )?continue the story of ", re.IGNORECASE)
 _SCENE_NUMBER = re.compile(r"^Scene \d+:\s*", re.IGNORECASE)
+
+
+def reference_variant(template: str) -> str | None:
+    """The template that renders ``template``'s scenes with a reference picture, or None."""
+    return REFERENCE_VARIANTS.get(template)
+
+
+def base_template(template: str) -> str:
+    """The template whose reference variant ``template`` is (itself when it is none's)."""
+    return next((base for base, ref in REFERENCE_VARIANTS.items() if ref == template), template)
 
 
 def continuation(scene: int, premise: str) -> str:
@@ -67,6 +83,16 @@ def one_line(message: str, limit: int = 300) -> str:
     """``message`` squeezed onto one line (whitespace collapsed), cut at ``limit`` characters."""
     flat = " ".join(message.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def squeezed(message: str, limit: int = 400) -> str:
+    """``message`` on one line, at most ``limit`` characters, shortened in the middle: its
+    start (what failed) and its end (the fix hint) are kept."""
+    flat = " ".join(message.split())
+    if len(flat) <= limit:
+        return flat
+    head = limit * 2 // 5
+    return flat[:head].rstrip() + " … " + flat[-(limit - head - 3):].lstrip()
 
 
 def build_image_prompt(cast: SceneCast, looks: list[CharacterLook], style: str) -> str:

@@ -15,7 +15,7 @@ from temporalio.exceptions import ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from workflows_temporal.policies import STEPS, StepPolicy
-    from workflows_temporal.scene_prompts import one_line
+    from workflows_temporal.scene_prompts import one_line, squeezed
 
 __all__ = ["failure_reason", "failure_type", "final_error", "run_step", "step_options"]
 
@@ -55,10 +55,10 @@ def _root_failure(err: BaseException) -> BaseException:
 
 
 def failure_reason(err: BaseException) -> str:
-    """The cause's message, on one line."""
+    """The cause's message, on one line, shortened in the middle so its fix hint stays."""
     root = _root_failure(err)
     text = root.message if isinstance(root, FailureError) else str(root)
-    return one_line(text or type(root).__name__)
+    return squeezed(text or type(root).__name__)
 
 
 def failure_type(err: BaseException) -> str | None:

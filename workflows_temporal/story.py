@@ -221,6 +221,7 @@ class StoryWorkflow:
             checkpoint=req.checkpoint,
             image_width=req.image_width,
             image_height=req.image_height,
+            fallback_models=req.fallback_models,
         )
         attributes = (
             TypedSearchAttributes([SearchAttributePair(STORY_ID, self._story_id)])

@@ -9,6 +9,7 @@ an AttributeError that the engine would retry (posting the same refused graph ag
 
 from __future__ import annotations
 
+import ast
 import json
 from typing import Any
 
@@ -89,5 +90,34 @@ def validation_error(
         said = _text(error) if error is not None else "no reason given"
         headline = f"ComfyUI rejected the graph: {said}"
     return ComfyValidationError(
-        headline, problems, service=SERVICE, where=where, status=400, hint=_HINT,
+        headline, problems, service=SERVICE, where=where, status=400, hint=_hint(problems),
     )
+
+
+_CHECKPOINT_INPUT = "ckpt_name"
+_NAMES_SHOWN = 8
+
+
+def _hint(problems: list[dict[str, str]]) -> str:
+    """The generic hint, or for a checkpoint the server lacks (``value_not_in_list`` on
+    ``ckpt_name``): the setting that picks it and the server's checkpoints (from its message
+    ``ckpt_name: 'x' not in ['a', 'b']``)."""
+    for p in problems:
+        message = p.get("message", "")
+        if p.get("input") != _CHECKPOINT_INPUT or " not in " not in message:
+            continue
+        listed = message.rpartition(" not in ")[2].rstrip(")")
+        try:
+            names = [str(n) for n in ast.literal_eval(listed)]
+        except (ValueError, SyntaxError, TypeError):  # "(list of length 40)": too many to list
+            names = None
+        if names is None:
+            have = "`storyloom doctor` lists the server's checkpoints"
+        elif names:
+            have = "the server's checkpoints: " + ", ".join(names[:_NAMES_SHOWN]) + (
+                " …" if len(names) > _NAMES_SHOWN else "")
+        else:
+            have = "the server has no checkpoints: put one in ComfyUI's models/checkpoints"
+        return (f"Set STORYLOOM_CHECKPOINT for new scenes, or `storyloom retry-image NODE "
+                f"--checkpoint NAME` for this one, to a checkpoint the server has ({have})")
+    return _HINT

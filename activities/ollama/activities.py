@@ -82,11 +82,12 @@ class LlmActivities:
     @_llm_activity
     @holds_gpu(LeaseKind.LLM)
     async def write_scene(self, inp: WriteSceneInput) -> WrittenScene:
-        """Stream one scene from the LLM, heartbeating token counts. Falls back to
-        ``fallback_models`` in order when a model is missing or refuses the request for good
+        """Stream one scene from the LLM, heartbeating token counts. Falls back to the
+        request's ``fallback_models`` (None: this worker's) in order when a model is missing or refuses the request for good
         (non-retryable); a retryable failure is raised so Temporal retries the same model."""
         prompt = scene_prompt(inp)
-        candidates = [inp.model] + [m for m in self.fallback_models if m != inp.model]
+        fallbacks = self.fallback_models if inp.fallback_models is None else inp.fallback_models
+        candidates = [inp.model] + [m for m in fallbacks if m != inp.model]
         first_error: StoryloomError | None = None
         for model in candidates:
             try:

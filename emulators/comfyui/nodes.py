@@ -67,8 +67,19 @@ async def _clip(inp: dict[str, Any], ctx: NodeContext) -> Outputs:
     return (Conditioning(str(inp["text"]), inp["clip"].ckpt),)
 
 
+# A latent pixel covers 8x8 image pixels: ComfyUI's EmptyLatentImage makes a tensor of
+# width // 8 by height // 8 (its object_info step is 8), and VAEEncode crops the image to
+# multiples of 8, so a width of 513 decodes to a 512-pixel-wide picture.
+_LATENT_SCALE = 8
+
+
+def _latent_pixels(size: int) -> int:
+    return (size // _LATENT_SCALE) * _LATENT_SCALE
+
+
 async def _empty_latent(inp: dict[str, Any], ctx: NodeContext) -> Outputs:
-    w, h, b = int(inp["width"]), int(inp["height"]), int(inp["batch_size"])
+    w, h = _latent_pixels(int(inp["width"])), _latent_pixels(int(inp["height"]))
+    b = int(inp["batch_size"])
     return (Latent(w, h, b, digest_of("empty-latent", w, h, b)),)
 
 
@@ -104,7 +115,8 @@ async def _vae_decode(inp: dict[str, Any], ctx: NodeContext) -> Outputs:
 
 async def _vae_encode(inp: dict[str, Any], ctx: NodeContext) -> Outputs:
     p: Picture = inp["pixels"]
-    return (Latent(p.width, p.height, p.batch, digest_of("encode", p)),)
+    return (Latent(_latent_pixels(p.width), _latent_pixels(p.height), p.batch,
+                   digest_of("encode", p)),)
 
 
 async def _load_image(inp: dict[str, Any], ctx: NodeContext) -> Outputs:
