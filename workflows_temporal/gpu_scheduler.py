@@ -4,8 +4,10 @@ A long-running workflow (id ``policies.GPU_SCHEDULER_ID``) started by the first 
 signal-with-start. Lease holders (the ``acquire_gpu`` activity, the render and LLM activities)
 talk to it through the client:
 
-- update ``acquire(LeaseRequest) -> LeaseGrant``: waits up to ``wait_slice_s`` for a grant,
-  then answers "not yet" (the caller asks again with the same holder; its place is kept);
+- update ``acquire(LeaseRequest) -> LeaseGrant``: joins the line (or keeps its place) and waits
+  up to ``wait_slice_s`` for the grant, then answers "not yet". Temporal admits only about 10
+  updates in flight per workflow, so at most ``MAX_PARKED`` wait; the others answer "not yet" at
+  once and their callers follow the line with the query ``lease`` (queries add no history);
 - signal ``renew(LeaseRenewal)`` every few seconds per worker process, ``release(LeaseRelease)``
   at the end; signal ``register(GpuRegistration)`` from each GPU worker;
 - query ``stats`` for counters (switches, grants per kind, expired leases, max wait).
@@ -33,7 +35,11 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows_temporal.gpu_pool import GpuPool
 
-__all__ = ["GpuSchedulerWorkflow"]
+__all__ = ["MAX_PARKED", "GpuSchedulerWorkflow"]
+
+# Updates that wait inside the workflow at once; the server refuses more than ~10 in flight
+# (history.maxInFlightUpdates), and quick ones (grants, "not yet") need room too.
+MAX_PARKED = 5
 
 
 def _now() -> float:
@@ -49,6 +55,7 @@ class GpuSchedulerWorkflow:
         self._pool = GpuPool(state)
         self._dirty = False
         self._draining = False
+        self._parked = 0
 
     @workflow.run
     async def run(self, state: SchedulerState) -> None:
@@ -93,7 +100,10 @@ class GpuSchedulerWorkflow:
         if grant.granted:
             return grant
         self._dirty = True
+        if self._parked >= MAX_PARKED:
+            return grant  # "not yet": the caller follows the line with the query ``lease``
         leases = self._pool.state.leases
+        self._parked += 1
         try:
             await workflow.wait_condition(
                 lambda: req.holder in leases or self._draining,
@@ -101,12 +111,19 @@ class GpuSchedulerWorkflow:
             )
         except TimeoutError:
             pass
+        finally:
+            self._parked -= 1
         return self._pool.answer(req.holder)
 
     @acquire.validator
     def _accepting(self, req: LeaseRequest) -> None:
         if self._draining:
             raise ValueError("the GPU scheduler is continuing as new; ask again")
+
+    @workflow.query
+    def lease(self, holder: str) -> LeaseGrant:
+        """Where ``holder`` stands: granted, or its place in line (0: unknown, ask again)."""
+        return self._pool.answer(holder)
 
     @workflow.query
     def stats(self) -> dict[str, Any]:

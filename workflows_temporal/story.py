@@ -2,9 +2,11 @@
 
 Deterministic orchestration only. Child ids derive from the story's workflow id and the scene's
 index, so seeds and ComfyUI prompt ids stay stable across retries and continue-as-new.
-With ``gpu_sharing=separate`` the scenes are pipelined: a child signals ``scene_saved`` as soon as
-its node exists, and the next child starts writing while the previous one is illustrated (at
-most one scene illustrating, one writing). With ``shared`` they strictly alternate.
+The scenes are pipelined: a child signals ``scene_saved`` as soon as its node exists, and the
+next child starts writing while the previous one is illustrated (at most one scene illustrating,
+one writing). With ``shared`` (one GPU for text and pictures) the GPU scheduler keeps the text
+model and the renders apart on the GPU, and pipelining lets it batch the waiting texts of many
+stories between two model switches; runs started before the scheduler strictly alternate.
 """
 
 from __future__ import annotations
@@ -38,6 +40,8 @@ __all__ = ["SCENES_PER_RUN", "StoryWorkflow", "scene_workflow_id"]
 SCENES_PER_RUN = 20
 
 Child = workflow.ChildWorkflowHandle[Any, SceneResult]
+# Issue 13: with the GPU scheduler, shared-GPU stories pipeline too (before: strict alternation).
+SHARED_PIPELINE_PATCH = "shared-gpu-pipeline"
 
 
 def scene_workflow_id(story_workflow_id: str, index: int) -> str:
@@ -121,7 +125,8 @@ class StoryWorkflow:
         self._scenes = list(req.scenes)
         self._total = len(req.directions)
         parent = req.node_ids[-1] if req.node_ids else req.parent_node_id
-        pipelined = req.gpu_sharing == GpuSharing.SEPARATE and req.illustrate
+        pipelined = req.illustrate and (
+            req.gpu_sharing == GpuSharing.SEPARATE or workflow.patched(SHARED_PIPELINE_PATCH))
         inflight: list[Child] = []
         try:
             for index in range(req.next_index, len(req.directions)):

@@ -29,7 +29,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 from temporalio import activity
-from temporalio.client import Client
+from temporalio.client import Client, WorkflowHandle
 from temporalio.exceptions import TemporalError
 from temporalio.service import RPCError, RPCStatusCode
 
@@ -50,6 +50,7 @@ logger = logging.getLogger("storyloom.gpu")
 Evictor = Callable[[], Awaitable[None]]
 R = TypeVar("R")
 _MAX_ASKS = 100_000  # bounded: a wait slice is 20 s, so this is weeks; the activity times out first
+_POLL_S = 0.25  # how often a waiter that is not parked in the scheduler looks at the line
 
 
 async def _ticking(beat: Callable[[], None] | None, every_s: float) -> None:
@@ -121,6 +122,8 @@ class GpuLeases:
                     backoff = min(backoff * 2, 5.0)
                     continue
                 backoff = 0.2
+                if not grant.granted and grant.position > 0:
+                    grant = await self._follow(handle, req.holder)
                 if grant.granted:
                     logger.info("gpu lease %s granted: %s on GPU %r after %.2f s%s", req.holder,
                                 grant.kind.value, grant.gpu, time.monotonic() - started,
@@ -132,6 +135,22 @@ class GpuLeases:
             ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await ticker
+
+    async def _follow(self, handle: WorkflowHandle[Any, Any], holder: str) -> LeaseGrant:
+        """Query the line every ``_POLL_S`` for up to a wait slice; the request stays alive
+        through the renewals. Returns the last answer (position 0: forgotten, ask again)."""
+        grant = LeaseGrant(holder=holder)
+        for _ in range(max(1, int(self.config.wait_slice_s / _POLL_S))):
+            await asyncio.sleep(_POLL_S)
+            try:
+                answer: LeaseGrant = await handle.query("lease", holder, result_type=LeaseGrant)
+                grant = answer
+            except TemporalError as exc:
+                logger.info("GPU scheduler query failed (%s); asking again", exc)
+                return LeaseGrant(holder=holder)
+            if grant.granted or grant.position == 0:
+                return grant
+        return grant
 
     @contextlib.asynccontextmanager
     async def hold(

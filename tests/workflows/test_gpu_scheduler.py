@@ -88,3 +88,24 @@ async def test_the_scheduler_continues_as_new_and_keeps_leases_and_waiters(
     await handle.signal(GpuSchedulerWorkflow.release, LeaseRelease(holder="s1/render"))
     assert (await acquire(handle, "s2/render", LeaseKind.IMAGE)).granted, "its place was kept"
     await handle.terminate()
+
+
+async def test_more_waiters_than_temporal_admits_updates_follow_the_line_by_query(
+    dev_env: WorkflowEnvironment, queue: str
+) -> None:
+    """Temporal refuses more than ~10 updates in flight per workflow: only MAX_PARKED wait in
+    the scheduler, the others get "not yet" at once and follow the line with the query."""
+    handle = await start(dev_env.client, queue, render_depth=1, wait_slice_s=3.0)
+    grants = await asyncio.wait_for(asyncio.gather(*(
+        acquire(handle, f"s{i}/render", LeaseKind.IMAGE) for i in range(14))), 30)
+    assert sum(g.granted for g in grants) == 1
+    assert sorted(g.position for g in grants if not g.granted) == list(range(1, 14))
+    first = next(g.holder for g in grants if g.granted)
+    await handle.signal(GpuSchedulerWorkflow.release, LeaseRelease(holder=first))
+    second = next(g.holder for g in grants if g.position == 1)
+
+    async def granted() -> bool:
+        return (await handle.query(GpuSchedulerWorkflow.lease, second)).granted
+
+    await wait_until(granted, timeout=10, what="the next in line to be granted")
+    await handle.terminate()

@@ -87,11 +87,13 @@ async def test_cancel_stops_the_running_scene_and_the_story(harness: Harness) ->
         await handle.result()
 
     assert isinstance(failure.value.cause, CancelledError)
-    first = scene_workflow_id(handle.id, 0)
-    assert harness.studio.render_cancelled == [first]
-    [attach] = harness.studio.inputs("attach_image", first)
-    assert harness.studio.nodes[attach.node_id]["error"] == "cancelled by user"
-    assert harness.studio.inputs("load_context", scene_workflow_id(handle.id, 1)) == []
+    first, second = scene_workflow_id(handle.id, 0), scene_workflow_id(handle.id, 1)
+    # Scene 2 may already be writing (pipelined, issue 13): every running scene is cancelled.
+    cancelled = harness.studio.render_cancelled
+    assert first in cancelled and set(cancelled) <= {first, second}
+    for scene in cancelled:
+        [attach] = harness.studio.inputs("attach_image", scene)
+        assert harness.studio.nodes[attach.node_id]["error"] == "cancelled by user"
 
 
 async def test_a_failing_scene_fails_the_story_with_its_reason(harness: Harness) -> None:
