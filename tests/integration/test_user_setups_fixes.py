@@ -26,7 +26,7 @@ import pytest
 import pytest_asyncio
 
 from emulators.comfyui.png import png_size
-from tests.fixtures.common import free_port
+from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.processes import CLI, Services, start_services
 from workflows_temporal.contracts import SceneResult
 
@@ -212,3 +212,46 @@ async def test_doctor_with_the_probe_template_skips_the_reference_checkpoint(
     assert scene.returncode == 1, scene_out
     assert "the server has no checkpoints" in scene_out, scene_out
     assert "one of: none" not in scene_out, scene_out
+
+
+async def test_the_emulator_renders_a_latent_width_rounded_down_to_8(stack: Services) -> None:
+    """ComfyUI's EmptyLatentImage makes a latent of width // 8 (object_info step 8), so a
+    graph posted with 513 decodes to a 512-wide picture (e76591a's emulator: 513)."""
+    from activities.templates import WorkflowManager
+
+    graph = WorkflowManager().render("scene", {"positive": "a fox", "width": 513, "height": 260,
+                                               "seed": 1})
+    async with httpx.AsyncClient(timeout=5.0) as http:
+        posted = (await http.post(stack.comfy_url + "/prompt", json={"prompt": graph})).json()
+        prompt_id = posted["prompt_id"]
+
+        async def finished() -> bool:
+            return bool((await http.get(f"{stack.comfy_url}/history/{prompt_id}")).json())
+
+        await wait_until(finished, timeout=60, interval=0.1, what="the render")
+        entry = (await http.get(f"{stack.comfy_url}/history/{prompt_id}")).json()[prompt_id]
+        image = next(i for out in entry["outputs"].values() for i in out.get("images", []))
+        data = (await http.get(stack.comfy_url + "/view", params=image)).content
+    assert png_size(data) == (512, 256)
+
+
+async def test_retry_image_refuses_a_size_off_the_templates_step(stack: Services) -> None:
+    run = await _storyloom(stack, "scene", DIRECTION, "--json")
+    assert run.returncode == 0, run.stderr
+    node = SceneResult.model_validate_json(run.stdout).node_id
+    retry = await _storyloom(stack, "retry-image", node, "--force", "--width", "513")
+    assert retry.returncode == 2, (retry.stdout, retry.stderr)
+    assert "--width=513" in retry.stderr and "steps of 8" in retry.stderr, retry.stderr
+
+
+async def test_a_probe_story_never_renders_with_the_reference_template(stack: Services) -> None:
+    """A character with a picture is drawn with the template's reference variant only when it
+    has one: the probe template's scenes are all rendered with probe."""
+    run = await _storyloom(stack, "story", DIRECTION, "--scenes", "3", "--json",
+                           env={"STORYLOOM_TEMPLATE": "probe"}, timeout=240)
+    assert run.returncode == 0, run.stderr
+    import json
+
+    nodes = json.loads(run.stdout)["nodes"]
+    templates = [_node_row(stack.db_file, n["node_id"])["image_template"] for n in nodes]
+    assert templates == ["probe"] * len(nodes), templates
