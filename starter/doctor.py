@@ -6,7 +6,10 @@ models), ComfyUI (version, the templates in use and the checkpoint in use: docto
 
 from __future__ import annotations
 
+import difflib
 import logging
+import os
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,6 +89,17 @@ def _installed(wanted: str, names: list[str]) -> bool:
     return wanted in names or full in names
 
 
+def _ollama_fix(url: str) -> str:
+    """What to do when Ollama does not answer at ``url``: drop a path (storyloom adds
+    ``/api/...`` itself), else start the server."""
+    path = url.split("://", 1)[-1].partition("/")[2]
+    if path:
+        return (f"remove /{path} from STORYLOOM_OLLAMA_URL / OLLAMA_HOST: it is the server's "
+                f"address ({url.removesuffix('/' + path)}); storyloom adds /api/... itself")
+    return ("start Ollama (`ollama serve`), set OLLAMA_HOST, or use "
+            "`storyloom up --emulate`")
+
+
 async def _ollama(settings: Settings) -> list[Check]:
     client = ollama_client(settings)
     try:
@@ -94,8 +108,7 @@ async def _ollama(settings: Settings) -> list[Check]:
             names = _model_names(await client.list_models())
         except Exception as exc:  # noqa: BLE001 - any failure is a FAIL line
             return [Check("ollama", False, f"{settings.ollama_url}: {exc}",
-                          "start Ollama (`ollama serve`), set OLLAMA_HOST, or use "
-                          "`storyloom up --emulate`")]
+                          _ollama_fix(settings.ollama_url))]
         checks = [Check("ollama", True, f"{settings.ollama_url}, version {version}")]
         for label, model in (("text model", settings.text_model),
                              ("embed model", settings.embed_model)):
@@ -148,9 +161,30 @@ async def _workers(settings: Settings) -> list[Check]:
     return checks
 
 
+# STORYLOOM_ variables that are not settings but are read elsewhere (tests, benchmarks).
+_OTHER_VARIABLES = ("STORYLOOM_REAL_", "STORYLOOM_TEST_", "STORYLOOM_BENCH_")
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[Check]:
+    """One FAIL line per ``STORYLOOM_*`` variable that is no setting (so it is ignored), with
+    the closest setting's name when there is one (a misspelling such as CHECKPIONT)."""
+    known = sorted(f"STORYLOOM_{name.upper()}" for name in Settings.model_fields)
+    checks = []
+    for name in sorted(environ):
+        if (not name.startswith("STORYLOOM_") or name in known
+                or name.startswith(_OTHER_VARIABLES)):
+            continue
+        close = difflib.get_close_matches(name, known, n=1, cutoff=0.8)
+        fix = (f"rename it {close[0]}" if close else
+               "unset it; `storyloom --help` and the README list the settings")
+        checks.append(Check("config", False, f"{name} is not a storyloom setting: it is "
+                            "ignored", fix))
+    return checks
+
+
 async def run_checks(settings: Settings) -> list[Check]:
     """Every check, in order; never raises (an unexpected error becomes a failed line)."""
-    checks: list[Check] = []
+    checks: list[Check] = unknown_variables(os.environ)
     for name, probe in (("temporal", _temporal), ("database", _database),
                         ("ollama", _ollama), ("comfyui", _comfyui), ("worker", _workers)):
         try:

@@ -143,7 +143,9 @@ def explain_settings(exc: ValidationError) -> CliFailure:
         field = str(error["loc"][0]) if error["loc"] else "?"
         value = error.get("input")
         shown = f" (it is {value!r})" if isinstance(value, str | int | float) else ""
-        parts.append(f"STORYLOOM_{field.upper()}{shown}: {error['msg'].lower()}")
+        # A field read through an alias (TEMPORAL_ADDRESS, OLLAMA_HOST...) is named by it.
+        variable = field if field.isupper() else f"STORYLOOM_{field.upper()}"
+        parts.append(f"{variable}{shown}: {error['msg'].lower()}")
     return _fail(f"The configuration is invalid: {'; '.join(parts)}. Fix or unset the "
                  "variable.")
 

@@ -13,8 +13,11 @@ import asyncio
 import contextlib
 import json
 import os
+import re
+import shutil
 import socket
 import sys
+import textwrap
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -32,7 +35,7 @@ from workflows_temporal.policies import (
     image_queue,
 )
 
-__all__ = ["LIVE_WITHIN_S", "Poller", "QueueNeed", "live_pollers", "queues_needed",
+__all__ = ["LIVE_WITHIN_S", "Poller", "QueueNeed", "for_terminal", "live_pollers", "queues_needed",
            "silent_queues", "start_hint", "store_of", "unserved_message", "unserved_watch", "warn_when_unserved",
            "worker_identity"]
 
@@ -112,6 +115,24 @@ def start_hint(needs: list[QueueNeed]) -> str:
     return f"`storyloom worker --role {role}` (or `storyloom up`)"
 
 
+_COMMAND = re.compile(r"`[^`]*`")
+
+
+def for_terminal(text: str, stream: TextIO, width: int | None = None) -> str:
+    """``text`` wrapped to the terminal's width when ``stream`` is one (``width`` overrides),
+    never inside a `command` (its spaces are kept, so it stays copyable); unchanged for a
+    pipe or a file."""
+    if width is None:
+        if not stream.isatty():
+            return text
+        width = shutil.get_terminal_size().columns
+    glue = "\x00"
+    protected = _COMMAND.sub(lambda m: m.group(0).replace(" ", glue), text)
+    lines = textwrap.wrap(protected, width=max(width - 1, 20), break_long_words=False,
+                          break_on_hyphens=False)
+    return "\n".join(lines).replace(glue, " ")
+
+
 def unserved_message(needs: list[QueueNeed], what: str = "scene") -> str:
     """The sentence for queues nobody polls: which ones, and how to start a worker."""
     queues = ", ".join(n.queue for n in needs)
@@ -131,7 +152,9 @@ async def warn_when_unserved(client: Client, needs: list[QueueNeed], *, what: st
             silent = await silent_queues(client, needs)
             names = [n.queue for n in silent]
             if silent and names != said:
-                print(unserved_message(silent, what), file=out or sys.stderr, flush=True)
+                stream = out or sys.stderr
+                print(for_terminal(unserved_message(silent, what), stream), file=stream,
+                      flush=True)
             said = names
         await asyncio.sleep(every_s)
 

@@ -14,11 +14,22 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from workflows_temporal.contracts import GpuSharing
 
-__all__ = ["Settings", "image_settings", "load_settings", "normalize_ollama_url", "text_settings"]
+__all__ = [
+    "Settings", "image_settings", "load_settings", "normalize_http_url", "normalize_ollama_url",
+    "text_settings",
+]
 
 
 def normalize_ollama_url(value: str) -> str:
-    """``OLLAMA_HOST`` may be ``host``, ``host:port`` or a URL; a bare host means port 11434."""
+    """``OLLAMA_HOST`` may be ``host``, ``host:port``, ``:port`` or a URL, as Ollama itself
+    reads it: a missing host is 127.0.0.1, a missing port 11434."""
+    return normalize_http_url(value, default_port=11434)
+
+
+def normalize_http_url(value: str, *, default_port: int) -> str:
+    """``value`` (``host``, ``host:port``, ``:port`` or a URL) as ``scheme://host:port[/path]``:
+    no scheme means http, no host (or 0.0.0.0, a listen address) means 127.0.0.1, no port
+    means ``default_port``."""
     value = value.strip().rstrip("/")
     if "://" not in value:
         value = "http://" + value
@@ -26,8 +37,10 @@ def normalize_ollama_url(value: str) -> str:
     hostport, _, path = rest.partition("/")
     if hostport.startswith("0.0.0.0"):
         hostport = "127.0.0.1" + hostport[len("0.0.0.0"):]
+    if not hostport or hostport.startswith(":"):
+        hostport = "127.0.0.1" + hostport
     if ":" not in hostport.split("]")[-1]:
-        hostport += ":11434"
+        hostport += f":{default_port}"
     return f"{scheme}://{hostport}" + (f"/{path}" if path else "")
 
 
@@ -99,8 +112,20 @@ class Settings(BaseSettings):
 
     @field_validator("comfyui_url")
     @classmethod
-    def _strip_slash(cls, v: str) -> str:
-        return v.strip().rstrip("/")
+    def _normalize_comfyui(cls, v: str) -> str:
+        return normalize_http_url(v, default_port=8188)
+
+    @field_validator("temporal_address")
+    @classmethod
+    def _host_and_port(cls, v: str) -> str:
+        v = v.strip()
+        host, colon, port = v.rpartition(":")
+        if "://" in v:
+            raise ValueError(f"is a URL; Temporal wants host:port without a scheme, e.g. "
+                             f"{v.split('://', 1)[1].split('/')[0] or '127.0.0.1:7233'}")
+        if not colon or not port.isdigit() or not host:
+            raise ValueError(f"has no port: write host:port, e.g. {v or '127.0.0.1'}:7233")
+        return v
 
     @property
     def media_dir(self) -> Path:
