@@ -113,6 +113,7 @@ def _pct(values: list[float], q: float) -> float:
 async def _configuration(gpus: int, sharing: GpuSharing) -> dict[str, Any]:
     shared = sharing == GpuSharing.SHARED
     rig = await start_rig(gpus, shared=shared)
+    completed = False
     try:
         await rig.set_faults({"prompt_delay": LLM_CALL_S, "load_delay": LLM_LOAD_S},
                              {"step_delay": STEP_S, "checkpoint_load_delay": CKPT_LOAD_S})
@@ -126,8 +127,9 @@ async def _configuration(gpus: int, sharing: GpuSharing) -> dict[str, Any]:
         timeline = _timeline(await rig.render_spans(), rig.burst_began, time.time())
         after = await rig.stats()
         scheduler = await rig.scheduler_stats()
+        completed = True
     finally:
-        await rig.close()
+        await rig.close(keep_files=not completed)
     llm0, llm1 = before["ollama"], after["ollama"]
     w_llm = (llm1["busy_s"] - llm0["busy_s"]) - (llm1["load_s"] - llm0["load_s"])
     comfy = list(zip(before["comfy"], after["comfy"], strict=True))
@@ -192,16 +194,16 @@ def _rows(mode: str, gpus: int, m: dict[str, Any]) -> list[Result]:
 async def _memory() -> Result:
     """Peak RSS of each worker with MEMORY_STORIES one-scene stories in flight (fast delays)."""
     rig = await start_rig(2, shared=False)
+    stalled: int | None = None
     try:
         await rig.set_faults({"prompt_delay": 0.01}, {"step_delay": 0.002})
-        stalled = None
         try:
             await _stories(rig, MEMORY_STORIES, 1, GpuSharing.SEPARATE)
         except Stalled as exc:  # still 50 stories in flight: the peak is still measured
             stalled = exc.done
         peaks = {name: rss_mb(pid)[1] for name, pid in rig.worker_pids().items()}
     finally:
-        await rig.close()
+        await rig.close(keep_files=stalled is not None)
     worst = max(peaks, key=lambda n: peaks[n])
     return Result("fleet worker peak RSS, 50 stories", peaks[worst], 250.0, "lower", "MB",
                   detail={"peak_mb_by_worker": peaks, "stories_in_flight": MEMORY_STORIES,

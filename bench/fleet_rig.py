@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -129,10 +130,16 @@ class Rig:
     def worker_pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.workers.items() if p.poll() is None}
 
-    async def close(self) -> None:
+    async def close(self, *, keep_files: bool = False) -> None:
+        """Stop every process; then remove the rig's folder unless ``keep_files`` (its logs
+        explain a stalled configuration; the path is printed)."""
         for proc in [*self.workers.values(), self.emulators]:
             await asyncio.to_thread(_stop, proc)
         await asyncio.to_thread(self.server.stop)
+        if keep_files:
+            print(f"   fleet: logs kept in {self.root / 'data' / 'logs'}", file=sys.stderr)
+        else:
+            shutil.rmtree(self.root, ignore_errors=True)
 
 
 async def start_rig(gpus: int, *, shared: bool) -> Rig:
@@ -178,7 +185,7 @@ async def start_rig(gpus: int, *, shared: bool) -> Rig:
         for name, proc in rig.workers.items():
             await _wait_for(logs / f"{name}.out", "worker ready", proc, 120)
     except BaseException:
-        await rig.close()
+        await rig.close(keep_files=True)
         raise
     return rig
 
