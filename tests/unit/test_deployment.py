@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixtures.common import SERVICE_ENV
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -24,9 +26,11 @@ def _compose(*args: str) -> str:
         if os.environ.get("CI"):
             pytest.fail(message)
         pytest.skip(message)
+    # The compose file's own defaults, not whatever service addresses this shell exports.
+    env = {k: v for k, v in os.environ.items() if k not in SERVICE_ENV}
     done = subprocess.run(
         [exe, "-f", str(ROOT / "docker-compose.yml"), *args],
-        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False,
+        capture_output=True, text=True, timeout=60, cwd=ROOT, check=False, env=env,
     )
     assert done.returncode == 0, f"docker-compose {' '.join(args)} failed:\n{done.stderr}"
     return done.stdout

@@ -70,8 +70,7 @@ async def library(tmp_path: Path) -> AsyncIterator[Library]:
 
 
 def storyloom(lib: Library, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "STORYLOOM_DATA_DIR": str(lib.data_dir), "STORYLOOM_LOG_JSON": "1",
-           "STORYLOOM_TEMPORAL_ADDRESS": "127.0.0.1:7233", "STORYLOOM_TEMPORAL_UI_PORT": "8233"}
+    env = {**os.environ, "STORYLOOM_DATA_DIR": str(lib.data_dir), "STORYLOOM_LOG_JSON": "1"}
     env.pop("STORYLOOM_DATABASE_URL", None)
     return subprocess.run([*CLI, *args], env=env, capture_output=True, text=True, timeout=60,
                           check=False)
