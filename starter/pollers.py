@@ -87,11 +87,12 @@ async def silent_queues(client: Client, needs: list[QueueNeed]) -> list[QueueNee
     return [need for need in needs if not await live_pollers(client, need.queue, need.kind)]
 
 
-def worker_identity(data_dir: str, store: str) -> str:
-    """``pid@host storyloom {"data_dir": ..., "store": ...}``: the SDK's default identity plus
-    where this worker keeps stories (``store`` without a password)."""
+def worker_identity(data_dir: str, store: str, **services: str) -> str:
+    """``pid@host storyloom {"data_dir": ..., "store": ..., ...}``: the SDK's default identity
+    plus where this worker keeps stories (``store`` without a password) and the ``services`` it
+    calls (``ollama_url``, ``comfyui_url``, without credentials)."""
     return (f"{os.getpid()}@{socket.gethostname()}{_MARK}"
-            + json.dumps({"data_dir": data_dir, "store": store}))
+            + json.dumps({"data_dir": data_dir, "store": store, **services}))
 
 
 def store_of(identity: str) -> tuple[str, dict[str, str]] | None:

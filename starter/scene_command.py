@@ -32,6 +32,7 @@ from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure, root_c
 from starter.pollers import QueueNeed, queues_needed, unserved_watch
 from starter.preflight import check_checkpoint, check_model, place_scene
 from starter.progress import Mode, follow
+from starter.service_urls import warn_other_urls
 from starter.settings import Settings, image_settings, text_settings
 from starter.temporal_client import TemporalUnreachable, connect
 from starter.ui_link import ui_answers
@@ -88,6 +89,7 @@ async def place_request(settings: Settings, request: SceneRequest) -> SceneReque
     await check_model(settings, request.model)
     if request.illustrate and request.template is not None:
         await check_checkpoint(settings, request.template, request.checkpoint)
+    await warn_other_urls(settings, illustrate=request.illustrate)
     return request.model_copy(update={"story_id": placement.story_id,
                                        "parent_node_id": placement.parent_node_id})
 

@@ -40,6 +40,7 @@ from starter.pollers import queues_needed, unserved_watch
 from starter.preflight import check_checkpoint, check_model, place_scene
 from starter.progress import Mode
 from starter.scene_command import still_running_note, ui_suffix
+from starter.service_urls import warn_other_urls
 from starter.settings import Settings, image_settings, text_settings
 from starter.story_progress import follow_story
 from starter.temporal_client import TemporalUnreachable, connect
@@ -199,6 +200,7 @@ async def run_story(settings: Settings, premise: str, request: StoryRequest, *,
     await check_model(settings, request.model)
     if request.illustrate and request.template is not None:
         await check_checkpoint(settings, request.template, request.checkpoint)
+    await warn_other_urls(settings, illustrate=request.illustrate)
     client = await _client(settings)
     handle = await start_story(settings, client, request, premise, request.story_id)
     if detach:

@@ -198,8 +198,11 @@ async def run_worker(
     acts = await build_activities(settings, role, gpu, client)
     try:
         from starter.pollers import worker_identity
+        from starter.service_urls import shown_url
 
-        identity = worker_identity(str(settings.data_dir), settings.store_label)
+        identity = worker_identity(str(settings.data_dir), settings.store_label,
+                                   ollama_url=shown_url(settings.ollama_url),
+                                   comfyui_url=shown_url(settings.comfyui_url))
         workers = build_workers(client, acts, gpu, identity=identity,
                                 render_slots=max(1, settings.gpu_render_depth))
         tasks = [asyncio.create_task(w.run(), name=f"worker {w.task_queue}") for w in workers]

@@ -255,3 +255,18 @@ async def test_a_probe_story_never_renders_with_the_reference_template(stack: Se
     nodes = json.loads(run.stdout)["nodes"]
     templates = [_node_row(stack.db_file, n["node_id"])["image_template"] for n in nodes]
     assert templates == ["probe"] * len(nodes), templates
+
+
+async def test_a_terminal_ollama_url_the_workers_do_not_use_is_named(stack: Services) -> None:
+    """The worker calls its own STORYLOOM_OLLAMA_URL; a terminal that set another one is told
+    in one line (e76591a: silently ignored)."""
+    elsewhere = f"http://127.0.0.1:{free_port()}"
+    run = await _storyloom(stack, "scene", DIRECTION, "--json", "--no-illustrate",
+                           env={"STORYLOOM_OLLAMA_URL": elsewhere})
+    assert run.returncode == 0, (run.stdout, run.stderr)  # the workers' Ollama wrote it
+    warned = [line for line in run.stderr.splitlines()
+              if "STORYLOOM_OLLAMA_URL" in line and elsewhere in line]
+    assert len(warned) == 1 and stack.ollama_url in warned[0], run.stderr
+    same = await _storyloom(stack, "scene", DIRECTION, "--json", "--no-illustrate")
+    assert same.returncode == 0, same.stderr
+    assert "this terminal's STORYLOOM_OLLAMA_URL" not in same.stderr, same.stderr
