@@ -34,6 +34,7 @@ from starter.preflight import check_checkpoint, check_model, place_scene
 from starter.progress import Mode, follow
 from starter.service_urls import warn_other_urls
 from starter.settings import Settings, image_settings, text_settings
+from starter.story_running import refuse_if_story_running
 from starter.temporal_client import TemporalUnreachable, connect
 from starter.ui_link import ui_answers
 from workflows_temporal.contracts import ImageStatus, SceneRequest, SceneResult
@@ -83,6 +84,9 @@ async def place_request(settings: Settings, request: SceneRequest) -> SceneReque
     """Check the story/parent ids and the text model against the services, and continue
     ``--story`` from its latest scene; CliFailure (exit 2) before anything is created."""
     placement = await place_scene(settings, request.story_id, request.parent_node_id)
+    if request.story_id is not None and request.parent_node_id is None:
+        # `--story S` continues from S's latest scene, which a running story is still moving
+        await refuse_if_story_running(await _client(settings), request.story_id)
     if placement.note:
         print(placement.note, file=sys.stderr)
     assert request.model is not None

@@ -43,6 +43,7 @@ from starter.scene_command import still_running_note, ui_suffix
 from starter.service_urls import warn_other_urls
 from starter.settings import Settings, image_settings, text_settings
 from starter.story_progress import follow_story
+from starter.story_running import refuse_if_story_running
 from starter.temporal_client import TemporalUnreachable, connect
 from workflows_temporal.contracts import (
     MAX_DIRECTION_CHARS,
@@ -259,6 +260,7 @@ async def continue_story(settings: Settings, story_id: str, scenes: int, *, illu
 
     placement = await place_scene(settings, story_id, parent)
     assert placement.story_id is not None
+    await refuse_if_story_running(await _client(settings), placement.story_id)
     store = await open_store(settings)
     try:
         story = await store.repo.get_story(placement.story_id)

@@ -302,3 +302,37 @@ async def test_ctrl_c_on_retry_image_says_it_goes_on(stack: Services) -> None:
         await stack.emulator_post(stack.comfy_url, {})
         if workflow_id:
             await _end(stack, proc, workflow_id)
+
+
+async def test_a_running_story_is_not_continued_a_second_time(stack: Services) -> None:
+    from activities.store.ids import story_id_for
+    from workflows_temporal.story import scene_workflow_id
+
+    await stack.emulator_post(stack.ollama_url, SLOW_WRITING)
+    workflow_id = ""
+    try:
+        started = await run(stack, "story", "A keeper rows to the rock", "--scenes", "20",
+                            "--no-illustrate", "--detach")
+        assert started.returncode == 0, started.stderr
+        workflow_id = started.stdout.strip().splitlines()[-1]
+        story_id = story_id_for(scene_workflow_id(workflow_id, 0))
+        deadline = time.monotonic() + 60
+        while not rows(stack.db_file, "SELECT id FROM stories WHERE id = ?", story_id):
+            assert time.monotonic() < deadline, "the story never reached the store"
+            await asyncio.sleep(0.2)
+        workflows = await workflow_count(stack)
+        again = await run(stack, "story", "--continue", story_id, "--scenes", "1",
+                          "--no-illustrate")
+        scene_too = await run(stack, "scene", "The fox follows", "--story", story_id,
+                              "--no-illustrate")
+
+        for refused in (again, scene_too):
+            assert refused.returncode == 2, refused.stderr
+            assert len(refused.stderr.strip().splitlines()) == 1, refused.stderr
+            assert (f"story {story_id} is still running (workflow {workflow_id}): pause it"
+                    in refused.stderr), refused.stderr
+        assert await workflow_count(stack) == workflows
+    finally:
+        await stack.emulator_post(stack.ollama_url, {})
+        if workflow_id:
+            await run(stack, "story", "cancel", workflow_id)
