@@ -11,6 +11,7 @@ from enum import StrEnum
 from pydantic import BaseModel, Field
 
 __all__ = [
+    "LOST_JOB_NOTE",
     "MAX_DIRECTION_CHARS",
     "MAX_LOOK_CHARS",
     "MAX_SEED",
@@ -58,6 +59,9 @@ MAX_STYLE_CHARS = 500  # --style: a few words, repeated in every text and image 
 MAX_STORY_SCENES = 1_000  # --scenes: one StoryRequest carries one direction per scene
 MAX_SEED = 2**64 - 1  # ComfyUI's KSampler seed range is 0 .. 2**64-1
 MAX_LOOK_CHARS = 1_000  # a character's canonical look, repeated in every image prompt
+# The node note of a render ComfyUI lost (restart: queue and history gone) and that was submitted
+# again (ARCHITECTURE rule 4): the one case where a prompt may run twice.
+LOST_JOB_NOTE = "ComfyUI lost the job; it was submitted again"
 
 
 class ImageStatus(StrEnum):

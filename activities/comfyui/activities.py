@@ -12,7 +12,12 @@ attempt asks ComfyUI about it before submitting anything:
 
 A job lost while being followed (server restart) is submitted again once under the same id in
 the same attempt (``resubmitted=True``); a second loss raises JobLost (retryable). An UNKNOWN id
-whose previous attempt had heartbeated "submitted" (or later) was lost too: also resubmitted=True.
+that an earlier attempt had submitted was lost too (a restart drops the queue *and* the history,
+so also a finished job): also resubmitted=True. "Had submitted" is the previous attempt's last
+heartbeat ("submitted" or later) or, since heartbeats are throttled and the last ones die with a
+killed worker, the render lease in the store (taken right before every post). Every such
+resubmission is noted on the node in the store before the post (``RenderLease.note_resubmitted``),
+so the note survives an attempt that dies after resubmitting and a later one that re-attaches.
 
 Cancellation: only a cancel the user requested interrupts the prompt. ComfyUI interrupts at the
 next node boundary or progress hook, so a cancel during the last node is too late: the job ends
@@ -46,7 +51,7 @@ from activities.comfyui.models import JobState, ProgressEvent
 from activities.errors import JobLost, StoryloomError, to_application_error
 from activities.gpu.lease import GpuLeases
 from activities.templates import WorkflowManager, template_error
-from workflows_temporal.contracts import RenderInput, RenderProgress, RenderResult
+from workflows_temporal.contracts import LOST_JOB_NOTE, RenderInput, RenderProgress, RenderResult
 from workflows_temporal.gpu_contracts import LeaseKind, LeaseRequest
 from workflows_temporal.policies import RENDER_CANCEL_CONFIRM
 
@@ -82,6 +87,15 @@ class RenderLease(Protocol):
     that a later attempt wins), False if a newer attempt owns it."""
 
     async def take(self, prompt_id: str, attempt: int) -> bool: ...
+
+    async def submitted_before(self, prompt_id: str) -> bool:
+        """True when an attempt took the lease of ``prompt_id`` (and so posted it, or was about
+        to)."""
+        ...
+
+    async def note_resubmitted(self, node_id: str, note: str) -> None:
+        """Record ``note`` on the node (idempotent: a note already there is not added again)."""
+        ...
 
 
 class _Heartbeat:
@@ -227,7 +241,8 @@ class ImageActivities:
         logger.info("render %s: prompt %s is %s before submit", inp.workflow_id, prompt_id,
                     status.state)
         # An unknown id that an earlier attempt had submitted was lost by ComfyUI (restart).
-        resubmitted = status.state is JobState.UNKNOWN and earlier
+        resubmitted = status.state is JobState.UNKNOWN and (
+            earlier or await self._submitted_before(prompt_id))
         if resubmitted:
             logger.warning("render %s: ComfyUI lost prompt %s submitted by an earlier attempt; "
                            "submitting it again", inp.workflow_id, prompt_id)
@@ -235,10 +250,12 @@ class ImageActivities:
             judge(status, prompt_id, self.client.base_url)  # raises the typed error
         if status.state is not JobState.COMPLETED:
             submit = status.state in (JobState.UNKNOWN, JobState.CANCELLED)
+            if not submit:  # re-attach: fence out an older attempt still following it
+                await self._fence(prompt_id, attempt)
             graph = await self._prepare(inp) if submit else None
             async with self.client.watch(render_client_id(inp.workflow_id, inp.step)) as watcher:
                 if graph is not None:
-                    await self._submit(inp, prompt_id, attempt, graph, beat)
+                    await self._submit(inp, prompt_id, attempt, graph, beat, again=resubmitted)
                 while True:
                     try:
                         async for event in watcher.follow(prompt_id):
@@ -250,7 +267,8 @@ class ImageActivities:
                         resubmitted = True
                         logger.warning("render %s: ComfyUI lost prompt %s; submitting it again",
                                        inp.workflow_id, prompt_id)
-                        await self._submit(inp, prompt_id, attempt, await self._prepare(inp), beat)
+                        await self._submit(inp, prompt_id, attempt, await self._prepare(inp), beat,
+                                           again=True)
         return await self._fetch(inp, prompt_id, beat, resubmitted=resubmitted)
 
     async def _fetch(
@@ -287,13 +305,16 @@ class ImageActivities:
 
     async def _submit(
         self, inp: RenderInput, prompt_id: str, attempt: int, graph: dict[str, Any],
-        beat: _Heartbeat,
+        beat: _Heartbeat, *, again: bool = False,
     ) -> None:
-        if self.lease is not None and not await self.lease.take(prompt_id, attempt):
-            raise JobLost(
-                f"attempt {attempt} no longer owns the render lease", service="comfyui",
-                where=f"prompt {prompt_id}", hint="A newer attempt is rendering this step",
-            )
+        """Post the prompt (fenced by the lease); ``again``: ComfyUI lost it, note that first."""
+        await self._fence(prompt_id, attempt)
+        if again and self.lease is not None:
+            try:  # before the post: a later attempt that only re-attaches cannot know it
+                await self.lease.note_resubmitted(inp.node_id, LOST_JOB_NOTE)
+            except StoryloomError as exc:  # the result still says resubmitted=True
+                logger.warning("render %s: could not note the resubmission on node %s: %s",
+                               inp.workflow_id, inp.node_id, exc)
         number = await self.client.queue_prompt(
             graph, prompt_id, client_id=render_client_id(inp.workflow_id, inp.step),
             extra_data={"storyloom": {"workflow_id": inp.workflow_id, "node_id": inp.node_id,
@@ -302,6 +323,19 @@ class ImageActivities:
         logger.info("render %s: submitted prompt %s as number %d", inp.workflow_id, prompt_id,
                     number)
         beat.send(state="submitted")
+
+    async def _fence(self, prompt_id: str, attempt: int) -> None:
+        """Take the render lease; JobLost (retryable) when a newer attempt holds it. Taken before
+        every post and on re-attach, so an older attempt still following the job (its worker
+        did not hear of the timeout yet) can never post it again after a loss."""
+        if self.lease is not None and not await self.lease.take(prompt_id, attempt):
+            raise JobLost(
+                f"attempt {attempt} no longer owns the render lease", service="comfyui",
+                where=f"prompt {prompt_id}", hint="A newer attempt is rendering this step",
+            )
+
+    async def _submitted_before(self, prompt_id: str) -> bool:
+        return self.lease is not None and await self.lease.submitted_before(prompt_id)
 
     async def _cancel(self, prompt_id: str) -> JobState | None:
         """Cancel only this prompt and wait (up to policies.RENDER_CANCEL_CONFIRM) until ComfyUI

@@ -129,3 +129,11 @@ class ImagesPart(Transactions):
             ).returning(RenderLeaseRow.attempt)
             conn = await s.connection()
             return (await conn.execute(stmt)).first() is not None
+
+    async def render_lease_taken(self, prompt_id: str) -> bool:
+        """True when some attempt took the render lease of ``prompt_id``: the lease is taken
+        right before the prompt is posted, so that attempt (or one before it) submitted it."""
+        async with self.reading() as s:
+            found = await s.execute(
+                select(RenderLeaseRow.attempt).where(RenderLeaseRow.prompt_id == prompt_id))
+            return found.first() is not None

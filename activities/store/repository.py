@@ -29,7 +29,13 @@ class StoryRepository(StoriesPart, CastPart, ImagesPart):
 
 class RenderLease:
     """Fencing for renders: ``await lease.take(prompt_id, attempt)`` is True while this attempt
-    is the newest one seen for the prompt, False once a later attempt has taken over."""
+    is the newest one seen for the prompt, False once a later attempt has taken over.
+
+    It is also the render's durable memory of its submits (heartbeats are throttled and die with
+    their worker): ``submitted_before`` says whether an attempt ever got as far as posting the
+    prompt, and ``note_resubmitted`` records on the node, before the post, that ComfyUI lost the
+    job and it is being submitted again, so a later attempt that only re-attaches keeps the note.
+    """
 
     def __init__(self, repo: StoryRepository, holder: str | None = None) -> None:
         self._repo = repo
@@ -37,3 +43,9 @@ class RenderLease:
 
     async def take(self, prompt_id: str, attempt: int) -> bool:
         return await self._repo.take_render_lease(prompt_id, attempt, self.holder)
+
+    async def submitted_before(self, prompt_id: str) -> bool:
+        return await self._repo.render_lease_taken(prompt_id)
+
+    async def note_resubmitted(self, node_id: str, note: str) -> None:
+        await self._repo.add_note(node_id, note)

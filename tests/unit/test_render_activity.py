@@ -262,6 +262,12 @@ async def test_an_attempt_without_the_lease_submits_nothing(
         async def take(self, prompt_id: str, attempt: int) -> bool:
             return attempt >= 3
 
+        async def submitted_before(self, prompt_id: str) -> bool:
+            return False
+
+        async def note_resubmitted(self, node_id: str, note: str) -> None:
+            raise AssertionError("nothing was lost")
+
     images = ImageActivities(comfy, WorkflowManager(), tmp_path / "media",
                              lease=NewerAttemptHoldsIt())
     inp = request()
