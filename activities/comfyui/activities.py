@@ -250,8 +250,11 @@ class ImageActivities:
             judge(status, prompt_id, self.client.base_url)  # raises the typed error
         if status.state is not JobState.COMPLETED:
             submit = status.state in (JobState.UNKNOWN, JobState.CANCELLED)
-            if not submit:  # re-attach: fence out an older attempt still following it
-                await self._fence(prompt_id, attempt)
+            if not submit and self.lease is not None:
+                # Re-attach: raise the fence so an older attempt still following this job can
+                # no longer post it after a loss. Following needs no lease (a render moved to
+                # another GPU starts its attempts at 1 again and may only watch and download).
+                await self.lease.take(prompt_id, attempt)
             graph = await self._prepare(inp) if submit else None
             async with self.client.watch(render_client_id(inp.workflow_id, inp.step)) as watcher:
                 if graph is not None:
@@ -325,9 +328,9 @@ class ImageActivities:
         beat.send(state="submitted")
 
     async def _fence(self, prompt_id: str, attempt: int) -> None:
-        """Take the render lease; JobLost (retryable) when a newer attempt holds it. Taken before
-        every post and on re-attach, so an older attempt still following the job (its worker
-        did not hear of the timeout yet) can never post it again after a loss."""
+        """Take the render lease before a post; JobLost (retryable) when a newer attempt holds it
+        (also taken on re-attach, so an older attempt still following the job, its worker not
+        yet told of the timeout, can never post it again after a loss)."""
         if self.lease is not None and not await self.lease.take(prompt_id, attempt):
             raise JobLost(
                 f"attempt {attempt} no longer owns the render lease", service="comfyui",
