@@ -71,3 +71,21 @@ def test_the_no_worker_message_never_breaks_a_command_at_80_columns() -> None:
     assert any("`storyloom worker --role all`" in line for line in lines), lines
     assert " ".join(lines) == message
     assert for_terminal(message, io.StringIO()) == message  # a pipe: one line, as before
+
+
+def test_retry_image_settings_flags_win_then_the_nodes_record_then_the_terminal() -> None:
+    from starter.retry_command import choose_settings
+
+    terminal = Settings(text_model="qwen3", checkpoint="sd_xl_base_1.0.safetensors",
+                        image_width=640)
+    recorded = {"template": "scene", "model": "llama3.2", "checkpoint": None,
+                "image_width": 256}
+    chosen, notes = choose_settings(terminal, recorded, {"model": "mistral"})
+    assert chosen == {"template": "scene", "model": "mistral", "checkpoint": None,
+                      "image_width": 256, "image_height": 512}
+    # The terminal's checkpoint and width are named with the option that would use them.
+    assert any("--checkpoint sd_xl_base_1.0.safetensors" in n for n in notes), notes
+    assert any("--width 640" in n for n in notes), notes
+    assert not any("--model" in n for n in notes), notes  # given: nothing to say
+    chosen, _ = choose_settings(terminal, recorded, {})
+    assert chosen["model"] == "llama3.2"
