@@ -116,26 +116,30 @@ async def test_a_resubmission_stays_noted_when_its_attempt_dies_and_a_later_one_
 async def test_an_older_attempt_still_following_never_posts_a_lost_job_again(
     leased: ImageActivities, repo: StoryRepository, comfy_emulator: Any
 ) -> None:
-    # Attempt 1's worker lives on after its attempt timed out on the server; attempt 2
-    # re-attached. Both hear that ComfyUI lost the job: only the newest one posts it again.
+    # Attempt 1's worker lives on after its attempt timed out on the server (it has not heard
+    # yet); attempt 2 re-attached and then its worker died. ComfyUI restarts: the stale attempt
+    # must not post the job again (attempt 3 does, and notes it).
     comfy_emulator.set_faults({"step_delay": 2.0})
     inp = await scene_request(repo)
     pid = render_prompt_id(inp.workflow_id, inp.step)
-    stale = Beats()
-    old = asyncio.create_task(stale.run(leased, inp))
+    stale = asyncio.create_task(Beats().run(leased, inp))
     await wait_until(lambda: comfy_emulator.stats["sampler_steps"] > 0, what="sampling")
     newer = with_last_beat(Beats(attempt=2), "running", pid)
     new = asyncio.create_task(newer.run(leased, inp))
     await wait_until(lambda: any(b.state == "running" for b in newer.seen),
                      what="attempt 2 following the job")
+    newer.env.cancel(ActivityCancellationDetails(timed_out=True, not_found=True))
+    with pytest.raises(asyncio.CancelledError):
+        await new
     comfy_emulator.set_faults({"restart": True})
 
-    result = await new
-    try:  # fenced off, or it saw the newer attempt's post in time and followed that one
-        assert (await old).sha256 == result.sha256
-    except ApplicationError as err:
-        assert err.type == "JobLost" and not err.non_retryable
+    with pytest.raises(ApplicationError) as caught:
+        await stale
+    assert caught.value.type == "JobLost" and not caught.value.non_retryable
+    assert comfy_emulator.stats["submitted"] == 1
+
+    result = await with_last_beat(Beats(attempt=3), "running", pid).run(leased, inp)
     assert_picture(result)
     assert result.resubmitted
     assert comfy_emulator.stats["executed_by_prompt"] == {pid: 2}
-    assert comfy_emulator.stats["submitted"] == 2
+    assert LOST_JOB_NOTE in await notes_of(repo, inp.node_id)
