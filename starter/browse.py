@@ -10,18 +10,15 @@ from rich.tree import Tree
 
 from activities.errors import StoreError
 from starter.console import count, screen
-from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
+from starter.outcome import EXIT_OK
 from starter.settings import Settings
+from starter.store_access import no_store_note, open_reading, store_missing, unknown_id
 
 __all__ = ["list_stories", "show"]
 
 
-async def _open(settings: Settings) -> Any:
-    from activities.store.db import open_store, upgrade
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await upgrade(settings.effective_database_url)
-    return await open_store(settings.effective_database_url)
+async def _open(settings: Settings, ident: str | None = None) -> Any:
+    return await open_reading(settings, ident, "node or story")
 
 
 def _image_label(node: Any) -> str:
@@ -59,7 +56,7 @@ def _print_story(console: Console, story: Any, nodes: list[Any]) -> None:
 
 async def show(settings: Settings, ident: str) -> int:
     """Print a node (title, text, image status, notes) or a story (its tree of titles)."""
-    store = await _open(settings)
+    store = await _open(settings, ident)
     console = screen()
     try:
         try:
@@ -70,9 +67,7 @@ async def show(settings: Settings, ident: str) -> int:
         try:
             story = await store.repo.get_story(ident)
         except StoreError as exc:
-            raise CliFailure(f"No node or story with id {ident!r} in "
-                             f"{settings.effective_database_url}. `storyloom list` shows the "
-                             "stories.", EXIT_USAGE) from exc
+            raise unknown_id(settings, ident, "node or story") from exc
         _print_story(console, story, await store.repo.story_nodes(story.id))
         return EXIT_OK
     finally:
@@ -80,7 +75,10 @@ async def show(settings: Settings, ident: str) -> int:
 
 
 async def list_stories(settings: Settings) -> int:
-    """One line per story, newest first."""
+    """One line per story, newest first; where there is no store yet, says so (exit 0)."""
+    if store_missing(settings):
+        print(no_store_note(settings))
+        return EXIT_OK
     store = await _open(settings)
     try:
         stories = await store.repo.list_stories()

@@ -20,6 +20,7 @@ from starter.console import screen
 from starter.input_checks import check_look
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
+from starter.store_access import explain_store_error, open_reading, unknown_id
 from starter.tree_command import open_store
 
 __all__ = ["describe_character", "list_characters", "picture_problem", "set_character_image"]
@@ -30,12 +31,12 @@ _MIN_PICTURE_BYTES = 64  # no real JPEG or WebP picture is smaller
 
 async def list_characters(settings: Settings, story_id: str) -> int:
     """A table: name, canonical look, reference picture."""
-    store = await open_store(settings)
+    store = await open_reading(settings, story_id)
     try:
         try:
             cast = await store.repo.list_characters(story_id)
         except StoreError as exc:
-            raise CliFailure(exc.describe(), EXIT_USAGE) from exc
+            raise explain_store_error(settings, exc) from exc
         if not cast:
             print(f"story {story_id} has no characters yet")
             return EXIT_OK
@@ -59,8 +60,7 @@ async def _known_character(store: Any, settings: Settings, story_id: str,
     try:
         cast = await store.repo.list_characters(story_id)
     except StoreError as exc:
-        raise CliFailure(f"There is no story {story_id!r} in {settings.store_label}: "
-                         "`storyloom list` shows the stories.", EXIT_USAGE) from exc
+        raise unknown_id(settings, story_id) from exc
     if name_key(name) not in {name_key(c.name) for c in cast}:
         known = ", ".join(c.name for c in cast) or "none yet (characters appear as scenes "
         "name them)"

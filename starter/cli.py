@@ -69,8 +69,11 @@ def _settings(component: str, *, console_level: int = logging.WARNING,
         from starter.same_store import align_store
 
         settings = asyncio.run(align_store(settings, changes=store == "changes"))
+    from starter.store_access import store_missing
+
     setup_logging(settings.data_dir, component=component, console_level=console_level,
-                  log_json=settings.log_json)
+                  log_json=settings.log_json,
+                  to_file=not (store == "reads" and store_missing(settings)))
     return settings
 
 
@@ -322,7 +325,7 @@ def ui(story: Annotated[str, typer.Argument(help="The story id")]) -> None:
     1: the UI does not answer)."""
     from starter.ui_link import show_story_link
 
-    _run(show_story_link, _settings("cli"), story)
+    _run(show_story_link, _settings("cli", store="reads"), story)
 
 
 @app.command("retry-image")

@@ -12,6 +12,7 @@ from starter.export_html import NotABookFolder, write_html
 from starter.export_markdown import render_markdown, write_markdown
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
+from starter.store_access import explain_store_error, open_reading
 
 __all__ = ["STDOUT", "run_export"]
 
@@ -30,17 +31,12 @@ async def run_export(
     """Export the story (or its path to ``path_to``); exit 2 when the story/node is unknown."""
     if html_dir is None and markdown is None:
         raise CliFailure("Say what to write: --html DIR and/or --markdown [FILE].", EXIT_USAGE)
-    from activities.store.db import open_store, upgrade
-
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await upgrade(settings.effective_database_url)
-    store = await open_store(settings.effective_database_url)
+    store = await open_reading(settings, story_id)
     try:
         try:
             book = await load_book(store, story_id, path_to)
         except StoreError as exc:
-            raise CliFailure(f"Cannot export {story_id!r}: {exc}. `storyloom list` shows the "
-                             "stories.", EXIT_USAGE) from exc
+            raise explain_store_error(settings, exc) from exc
     finally:
         await store.close()
     if html_dir is not None:

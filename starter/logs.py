@@ -68,15 +68,16 @@ def setup_logging(
     component: str,
     console_level: int = logging.INFO,
     log_json: bool | None = None,
+    to_file: bool = True,
 ) -> Path:
     """Configure the root logger once per process; returns the log file's path.
 
     ``component`` names the file (``<data_dir>/logs/<component>.log``). The file gets DEBUG and
     up of storyloom's own loggers (INFO for libraries); the console gets ``console_level``.
+    ``to_file`` False: no file and no folder (a read-only command where no store exists).
     """
     json_lines = log_json if log_json is not None else not sys.stderr.isatty()
     log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     log_file = log_dir / f"{component}.log"
 
     root = logging.getLogger()
@@ -87,10 +88,12 @@ def setup_logging(
     console.setLevel(console_level)
     console.addFilter(lambda record: not getattr(record, "file_only", False))
     root.addHandler(console)
-    file_handler = logging.FileHandler(log_file, encoding="utf-8")
-    file_handler.setFormatter(JsonFormatter())
-    file_handler.setLevel(logging.DEBUG)
-    root.addHandler(file_handler)
+    if to_file:  # a read-only command where there is no store yet creates nothing
+        log_dir.mkdir(parents=True, exist_ok=True)
+        file_handler = logging.FileHandler(log_file, encoding="utf-8")
+        file_handler.setFormatter(JsonFormatter())
+        file_handler.setLevel(logging.DEBUG)
+        root.addHandler(file_handler)
     for noisy in ("httpx", "httpcore", "aiosqlite", "sqlalchemy", "websockets", "asyncio",
                   "alembic", "aiohttp.access"):
         logging.getLogger(noisy).setLevel(logging.WARNING)  # storyloom.calls logs every call

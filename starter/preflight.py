@@ -15,6 +15,7 @@ from typing import Any
 from activities.errors import StoreError
 from starter.outcome import EXIT_USAGE, CliFailure
 from starter.settings import Settings
+from starter.store_access import unknown_id
 
 __all__ = ["Placement", "check_checkpoint", "check_model", "place_scene"]
 
@@ -55,15 +56,13 @@ async def place_scene(settings: Settings, story_id: str | None, parent_id: str |
         return Placement(None, None)
     from starter.tree_command import open_store
 
-    where = settings.store_label
     store = await open_store(settings)
     try:
         if parent_id is not None:
             try:
                 node = await store.repo.get_node(parent_id)
             except StoreError as exc:
-                raise CliFailure(f"There is no node {parent_id!r} in {where}: `storyloom tree "
-                                 "STORY` lists a story's node ids.", EXIT_USAGE) from exc
+                raise unknown_id(settings, parent_id, "node") from exc
             if story_id is not None and node.story_id != story_id:
                 raise CliFailure(f"Node {parent_id} belongs to story {node.story_id}, not "
                                  f"{story_id}: drop --story, or pick a node of {story_id}.",
@@ -75,8 +74,7 @@ async def place_scene(settings: Settings, story_id: str | None, parent_id: str |
         try:
             nodes = await store.repo.story_nodes(story_id)
         except StoreError as exc:
-            raise CliFailure(f"There is no story {story_id!r} in {where}: `storyloom list` "
-                             "shows the stories.", EXIT_USAGE) from exc
+            raise unknown_id(settings, story_id) from exc
     finally:
         await store.close()
     tips = _tips(nodes)

@@ -51,16 +51,13 @@ class _Node:
 
 async def _node_state(settings: Settings, node_id: str) -> _Node:
     """The node's image state and recorded settings; CliFailure (exit 2) if unknown."""
-    from activities.store.db import open_store, upgrade
+    from starter.store_access import open_reading, unknown_id
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await upgrade(settings.effective_database_url)
-    store = await open_store(settings.effective_database_url)
+    store = await open_reading(settings, node_id, "node")
     try:
         node = await store.repo.get_node(node_id)
     except StoreError as exc:
-        raise CliFailure(f"No node {node_id!r} in {settings.effective_database_url}: "
-                         "`storyloom show STORY_ID` lists a story's nodes.", EXIT_USAGE) from exc
+        raise unknown_id(settings, node_id, "node") from exc
     finally:
         await store.close()
     notes = [n.get("text", "") for n in node.notes or [] if isinstance(n, dict)]

@@ -9,8 +9,9 @@ from rich.tree import Tree
 
 from activities.errors import StoreError
 from starter.console import count, screen
-from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
+from starter.outcome import EXIT_OK
 from starter.settings import Settings
+from starter.store_access import explain_store_error, open_reading
 
 __all__ = ["build_tree", "open_store", "show_tree"]
 
@@ -45,14 +46,13 @@ def build_tree(story: Any, nodes: list[Any]) -> Tree:
 
 
 async def show_tree(settings: Settings, story_id: str) -> int:
-    store = await open_store(settings)
+    store = await open_reading(settings, story_id)
     try:
         try:
             story = await store.repo.get_story(story_id)
             nodes = await store.repo.story_nodes(story_id)
         except StoreError as exc:
-            raise CliFailure(f"{exc.describe()}. `storyloom list` shows the stories.",
-                             EXIT_USAGE) from exc
+            raise explain_store_error(settings, exc) from exc
         screen().print(build_tree(story, nodes))
         return EXIT_OK
     finally:

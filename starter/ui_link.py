@@ -46,16 +46,13 @@ async def ui_answers(settings: Settings, timeout: float = 1.5) -> bool:
 
 
 async def _require_story(settings: Settings, story_id: str) -> None:
-    from activities.store.db import open_store, upgrade
+    from starter.store_access import open_reading, unknown_id
 
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    await upgrade(settings.effective_database_url)
-    store = await open_store(settings.effective_database_url)
+    store = await open_reading(settings, story_id)
     try:
         await store.repo.get_story(story_id)
     except StoreError as exc:
-        raise CliFailure(f"No story {story_id!r} in {settings.effective_database_url}: "
-                         "`storyloom list` shows the stories.", EXIT_USAGE) from exc
+        raise unknown_id(settings, story_id) from exc
     finally:
         await store.close()
 
