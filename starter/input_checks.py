@@ -45,10 +45,31 @@ _FIELD_NAMES = {
 }
 
 
-def template_names(templates_dir: Path = DEFAULT_TEMPLATES_DIR) -> list[str]:
-    """The ComfyUI templates shipped in ``comfy_templates/`` (file stems), sorted."""
+# What the render fills for every scene (activities.comfyui.activities ``_prepare``); a template
+# that requires anything else (a ``reference_image``) is an internal variant storyloom picks.
+_FILLED_FOR_EVERY_SCENE = frozenset({"positive", "negative", "seed", "width", "height",
+                                     "checkpoint", "filename_prefix"})
+
+
+def _all_templates(templates_dir: Path) -> list[str]:
     return sorted(p.stem for p in templates_dir.glob("*.json")
                   if not p.name.endswith(".manifest.json"))
+
+
+def _internal_needs(name: str, templates_dir: Path) -> list[str]:
+    """The required parameters of ``name`` a plain scene does not fill (empty: selectable)."""
+    from activities.templates import WorkflowManager
+
+    manifest = WorkflowManager(templates_dir).manifest(name)
+    return sorted(p.name for p in manifest.parameters.values()
+                  if p.required and p.default is None and p.name not in _FILLED_FOR_EVERY_SCENE)
+
+
+def template_names(templates_dir: Path = DEFAULT_TEMPLATES_DIR) -> list[str]:
+    """The ComfyUI templates a user may choose (``--template``/STORYLOOM_TEMPLATE), sorted:
+    those shipped in ``comfy_templates/`` whose required parameters every scene fills. The
+    variants that need a reference picture are left out: storyloom picks them itself."""
+    return [n for n in _all_templates(templates_dir) if not _internal_needs(n, templates_dir)]
 
 
 def _fail(message: str) -> CliFailure:
@@ -102,8 +123,14 @@ def check_look(look: str) -> str:
 
 
 def check_template(name: str, *, source: str = "--template") -> str:
-    """``name`` when it is one of the shipped templates; CliFailure naming them otherwise."""
+    """``name`` when it is a template a user may choose; CliFailure (exit 2, one sentence)
+    naming the choices otherwise, and saying why for an internal variant."""
     names = template_names()
+    if name in _all_templates(DEFAULT_TEMPLATES_DIR) and name not in names:
+        needs = ", ".join(_internal_needs(name, DEFAULT_TEMPLATES_DIR))
+        raise _fail(f"The ComfyUI template {name!r} ({source}) is an internal variant that "
+                    f"needs {needs}, which storyloom fills itself when a character has a "
+                    f"reference picture; choose one of: {', '.join(names)}.")
     if name not in names:
         raise _fail(f"There is no ComfyUI template {name!r} ({source}); the templates are: "
                     f"{', '.join(names)}.")
