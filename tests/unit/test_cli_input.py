@@ -67,13 +67,14 @@ def test_every_limit_is_checked_before_anything_starts(tmp_path: Path, args: lis
 
 def test_an_unknown_template_is_refused_and_help_lists_the_templates(tmp_path: Path) -> None:
     refused(storyloom(tmp_path, "scene", "A fox", "--template", "nope"),
-            "'nope'", "scene_with_reference")
+            "'nope'", "probe, scene.")
     refused(storyloom(tmp_path, "story", "A fox", STORYLOOM_TEMPLATE="nope"),
             "STORYLOOM_TEMPLATE")
     refused(storyloom(tmp_path, "retry-image", "n_1", "--template", "nope"), "'nope'")
     helped = storyloom(tmp_path, "scene", "--help", COLUMNS="200")
     assert helped.returncode == 0
-    assert "scene_with_reference" in helped.stdout and "probe" in helped.stdout
+    # the reference variant is internal (tests/unit/test_cli_templates.py): never offered
+    assert "scene_with_reference" not in helped.stdout and "probe, scene" in helped.stdout
 
 
 @pytest.mark.parametrize("args", [
