@@ -47,6 +47,7 @@ class ActivitySet:
     by_queue: dict[str, list[Callable[..., Any]]] = field(default_factory=dict)
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     leases: Any = None  # the process's GpuLeases, when it talks to the GPU scheduler
+    local: list[Callable[..., Any]] = field(default_factory=list)  # local activities
 
     async def aclose(self) -> None:
         for close in reversed(self.closers):
@@ -86,7 +87,9 @@ async def build_activities(
         leases = gpu_leases(settings, client, llm=LLM_QUEUE in queues,
                             image=img_queue in queues, closers=acts.closers)  # type: ignore[arg-type]
         acts.leases = leases
-        acts.by_queue[LEASE_QUEUE] = [LeaseActivities(leases).acquire_gpu]
+        lease_acts = LeaseActivities(leases)
+        acts.by_queue[LEASE_QUEUE] = [lease_acts.acquire_gpu]
+        acts.local = [lease_acts.try_gpu]  # the scenes' fast path, beside the workflows
     shares_gpu = settings.gpu_sharing == GpuSharing.SHARED
     if DB_QUEUE in queues or img_queue in queues:  # the render lease lives in the database too
         store = await _open_store(settings, acts)
@@ -141,7 +144,7 @@ def build_workers(client: Client, acts: ActivitySet, gpu: str = "", *,
         Worker(
             client, task_queue=SCENE_WORKFLOW_QUEUE,
             workflows=[SceneWorkflow, StoryWorkflow, RetryImageWorkflow, GpuSchedulerWorkflow],
-            graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, identity=identity,
+            activities=acts.local, graceful_shutdown_timeout=GRACEFUL_SHUTDOWN, identity=identity,
         )
     ]
     for queue, activities in acts.by_queue.items():

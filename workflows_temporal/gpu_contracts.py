@@ -55,6 +55,7 @@ class LeaseRequest(BaseModel):
     # The asker already occupies the GPU's task slot (a render activity): it goes first, or
     # the GPU would wait for a grant whose render cannot start.
     in_slot: bool = False
+    park: bool = True  # False: answer at once, granted or not (the scene's fast path)
 
 
 class LeaseGrant(BaseModel):

@@ -100,7 +100,7 @@ class GpuSchedulerWorkflow:
         if grant.granted:
             return grant
         self._dirty = True
-        if self._parked >= MAX_PARKED:
+        if self._parked >= MAX_PARKED or not req.park:
             return grant  # "not yet": the caller follows the line with the query ``lease``
         leases = self._pool.state.leases
         self._parked += 1

@@ -40,6 +40,8 @@ LEASE_QUEUE = "storyloom-gpu-leases"
 # A render granted to a GPU whose worker is gone waits this long in that GPU's queue before the
 # scene asks the scheduler for another GPU (a bit more than the scheduler's gpu_ttl_s).
 RENDER_PICKUP = timedelta(seconds=30)
+# The scene's fast path to a GPU grant (local activity ``try_gpu``: one update, no waiting).
+TRY_GPU_TIMEOUT = timedelta(seconds=5)
 
 # Error types that no retry can fix (ApplicationError type = class name in activities/errors.py).
 NON_RETRYABLE_TYPES = [

@@ -11,8 +11,9 @@ on a GPU wraps its work in ``async with leases.hold(request, beat=...)``:
 3. While held, one background task renews every lease of this process every ``renew_every_s``
    (one ``renew`` signal per process, not per lease). A killed process stops renewing: the
    scheduler takes its leases back after ``lease_ttl_s``.
-4. At the end (success, failure or cancel) a ``release`` signal, best effort: if it is lost, the
-   lease expires after ``lease_ttl_s``.
+4. At the end (success, failure or cancel) a ``release`` signal, sent in the background so the
+   activity's result does not wait for it; best effort: if it is lost, the lease expires after
+   ``lease_ttl_s``.
 
 Scheduler unreachable or continuing as new: the ask is repeated after a short backoff (the engine
 retries, this is waiting for a grant, not retrying a failed call).
@@ -77,6 +78,11 @@ class GpuLeases:
         self._asking: set[str] = set()  # requests waiting for a grant: renewed like leases
         self._evicted: set[str] = set()
         self._renewer: asyncio.Task[None] | None = None
+        self._releasing: set[asyncio.Task[None]] = set()
+
+    @property
+    def scheduler_id(self) -> str:
+        return self._scheduler_id
 
     @property
     def held(self) -> set[str]:
@@ -170,7 +176,11 @@ class GpuLeases:
             yield grant
         finally:
             self._held.discard(req.holder)
-            await self.release(req.holder)
+            # Not awaited: the activity's result need not wait for the scheduler (a lost
+            # release only means the lease expires after lease_ttl_s).
+            task = asyncio.create_task(self.release(req.holder))
+            self._releasing.add(task)
+            task.add_done_callback(self._releasing.discard)
 
     async def release(self, holder: str) -> None:
         """Best effort (never raises): the lease expires anyway if the signal is lost."""
@@ -215,6 +225,8 @@ class GpuLeases:
             logger.warning("gpu leases not renewed (%s): %d held", exc, len(renewal.holders))
 
     async def aclose(self) -> None:
+        if self._releasing:
+            await asyncio.wait(set(self._releasing), timeout=5.0)
         if self._renewer is not None:
             self._renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):

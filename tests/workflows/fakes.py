@@ -158,6 +158,12 @@ class FakeStudio:
     async def free_llm_vram(self, inp: FreeVramInput) -> None:
         self._enter("free_llm_vram", inp)
 
+    @activity.defn(name="try_gpu")
+    async def try_gpu(self, req: LeaseRequest) -> LeaseGrant:
+        """The fast path finds the GPU busy: the scene goes on with acquire_gpu."""
+        self._enter("try_gpu", req)
+        return LeaseGrant(holder=req.holder)
+
     @activity.defn(name="acquire_gpu")
     async def acquire_gpu(self, req: LeaseRequest) -> LeaseGrant:
         """A scheduler with one idle GPU: the pinned one, else the default GPU."""
@@ -234,7 +240,8 @@ async def run_workers(stack: AsyncExitStack, client: Client, studio: FakeStudio)
     """Start one worker per queue the workflow uses; returns the (fresh) workflow queue."""
     workflow_queue = f"test-{uuid.uuid4()}"
     queues: dict[str, dict[str, Any]] = {
-        workflow_queue: {"workflows": [SceneWorkflow, StoryWorkflow, RetryImageWorkflow]},
+        workflow_queue: {"workflows": [SceneWorkflow, StoryWorkflow, RetryImageWorkflow],
+                         "activities": [studio.try_gpu]},
         LLM_QUEUE: {
             "activities": [
                 studio.write_scene,
