@@ -36,6 +36,21 @@ _COMMON = set(_COMMON_TEXT.split())
 _DETERMINERS = {"the", "a", "an", "her", "his", "their", "its", "our", "my", "your", "this",
                 "that", "old", "little"}
 _ADJ_ENDINGS = ("y", "ful", "ous", "al", "ic", "ive", "less", "ing", "ed", "en", "ish", "'s")
+# Adjectives without a telltale ending: "the warm light" is a light, "the gentle giant" a giant.
+_ADJECTIVES = frozenset(["quiet", "silver", "old", "bright", "hollow", "distant", "warm", "narrow", "restless", "golden", "pale", "hidden", "gentle", "strange", "heavy", "big", "small", "large", "tiny", "dark", "cold", "hot", "red", "blue", "green", "black", "white", "grey", "gray", "brown", "young", "new", "long", "tall", "high", "low", "kind", "wild", "soft", "loud", "deep", "wide", "brave", "sad", "happy", "lonely", "wise", "quick", "slow", "dim", "broken", "lost", "last", "great", "tired", "secret", "ancient", "empty", "fierce", "shy", "proud", "clever", "calm", "sweet", "bitter", "cruel", "fair", "free", "rich", "poor", "thin", "thick", "wet", "dry", "faint", "sharp", "blind", "mad", "frozen", "crooked", "little"])
+# A capitalised word right after one of these is where something happens ("in Kraków"), not
+# who acts, unless the same word also acts elsewhere in the text.
+_PLACE_WORDS = frozenset({"in", "at", "to", "from", "of", "near", "across", "into", "towards",
+                          "toward", "through", "outside", "inside", "beyond", "around", "over"})
+# Sentence openers that are never names even when a verb follows ("Nobody knows").
+_STARTERS = frozenset({"nobody", "somebody", "someone", "everyone", "everybody", "anyone",
+                       "something", "nothing", "everything", "suddenly", "meanwhile", "once",
+                       "later", "slowly", "finally", "soon", "tonight", "today", "tomorrow",
+                       "yesterday", "outside", "inside", "somewhere", "sometimes"})
+_VERB_WORDS = frozenset({v.split()[0] for v in ("waited", "turned", "whispered", "listened",
+                                                "paused", "smiled", "hesitated", "looked",
+                                                "walked", "stood", "watched", "ran", "sat",
+                                                "went", "came", "found", "saw", "knew")})
 
 _OPENERS = ["At dusk", "For a moment", "Without a word", "Later", "Slowly", "Before long",
             "In the quiet", "At last"]
@@ -69,36 +84,80 @@ def seed_of(*parts: Any) -> int:
     return int.from_bytes(hashlib.sha256(blob).digest()[:8], "big")
 
 
+def _bare(word: str) -> tuple[str, bool]:
+    """``word`` without quote marks and a possessive ``'s`` (and whether it had one)."""
+    word = word.strip("'’-")
+    for mark in ("'s", "’s"):
+        if word.endswith(mark) and len(word) > len(mark):
+            return word[: -len(mark)], True
+    return word, False
+
+
+def _opens_as_name(words: list[re.Match[str]], i: int, text: str, possessive: bool) -> bool:
+    """Whether the capitalised word opening a sentence is a name: one of a list of names
+    ("Zoë and Łukasz", "Ingrid, Tom"), a possessive ("Ember's lamp"), or the subject of a
+    verb ("Ingrid sails", "Mara waited")."""
+    if possessive:
+        return True
+    if i + 1 >= len(words):
+        return False
+    between = text[words[i].end():words[i + 1].start()]
+    after = words[i + 1].group(0)
+    if after.lower() in ("and", "or") and i + 2 < len(words):
+        return _bare(words[i + 2].group(0))[0][:1].isupper()
+    if between.strip() == "," and after[:1].isupper() and not words[i].group(0).endswith("ly"):
+        return True
+    return between.strip() == "" and after.islower() and after not in _COMMON and (
+        after in _VERB_WORDS or (len(after) > 3 and after.endswith(("s", "ed"))))
+
+
 def proper_nouns(text: str, limit: int = 8) -> list[str]:
-    """Capitalised words used mid-sentence (names), in order of first appearance."""
-    found: list[str] = []
-    for m in _WORD.finditer(text):
-        word = m.group(0).strip("'’-")
-        if len(word) < 2 or not word[0].isupper() or word.isupper():
+    """The names of the people in ``text`` (any script), in order of first appearance: its
+    capitalised words that are not sentence openers ("In", "The") nor only places ("in
+    Kraków"). A word opening a sentence counts when it reads as a name (``_opens_as_name``)."""
+    words = list(_WORD.finditer(text))
+    candidates: list[tuple[str, bool]] = []  # (name, is it placed where a person acts)
+    for i, m in enumerate(words):
+        word, possessive = _bare(m.group(0))
+        if len(word) < 2 or not word[0].isupper() or word.isupper() or \
+                word.lower() in _COMMON or word.lower() in _STARTERS:
             continue
         before = text[: m.start()].rstrip()
-        if not before or before[-1] in ".!?:\n\"" or word.lower() in _COMMON:
+        if not before or before[-1] in ".!?:\n\"":
+            if not _opens_as_name(words, i, text, possessive):
+                continue
+            candidates.append((word, True))
             continue
-        if word not in found:
+        prev = words[i - 1].group(0).lower() if i else ""
+        placed = prev in _PLACE_WORDS and before.endswith(words[i - 1].group(0))
+        candidates.append((word, not placed))
+    people = {word for word, acts in candidates if acts}
+    found: list[str] = []
+    for word, _ in candidates:
+        if word in people and word not in found:
             found.append(word)
-        if len(found) >= limit:
-            break
-    return found
+    return found[:limit]
+
+
+def _is_adjective(word: str) -> bool:
+    low = word.lower()
+    return low in _ADJECTIVES or (low.endswith(_ADJ_ENDINGS) and low not in _PERSON_NOUNS)
 
 
 def _nouns(text: str, limit: int = 12) -> list[str]:
-    """Lower-case things of the prompt: the word after a determiner ("the lantern"), or the
-    one after that when the first looks like an adjective ("a stormy night" → night)."""
+    """Lower-case things of the prompt: the word after a determiner ("the lantern") and its
+    adjectives ("a stormy night" → night, "the warm light" → light); never an adjective."""
     words = [m.group(0) for m in _WORD.finditer(text)]
     found: list[str] = []
     for i, word in enumerate(words[:-1]):
         if word.lower() not in _DETERMINERS:
             continue
-        pick = words[i + 1]
-        if (pick.lower().endswith(_ADJ_ENDINGS) and i + 2 < len(words)
-                and words[i + 2].islower() and words[i + 2] not in _COMMON):
-            pick = words[i + 2]
-        pick = pick.strip("'’-")
+        k = i + 1  # past the adjectives: "the warm, gentle light" is a light
+        while k < len(words) and k < i + 4 and _is_adjective(words[k]):
+            k += 1
+        if k >= len(words) or k == i + 4:
+            continue
+        pick = words[k].strip("'’-")
         if (pick.islower() and len(pick) > 2 and pick not in _COMMON and pick not in found
                 and not pick.endswith(("'s", "’s"))):
             found.append(pick)

@@ -64,3 +64,43 @@ async def test_emulated_scenes_are_whole_and_about_the_premise(
             "traveller", "stranger", "guide"}, (name, cast_names)
     assert all(c.look for c in cast.characters)
     assert cast.visual_prompt.endswith(".") and len(cast.visual_prompt.split()) >= 4
+
+
+# (premise, its people, its places, its adjectives): names open the premise, follow "In the
+# attic,", are in any script; places follow in/to/from; adjectives stand before nouns.
+CASTS = [
+    ("Zoë and Łukasz find a silver key in Kraków", {"Zoë", "Łukasz"}, {"Kraków"}, {"silver"}),
+    ("Ingrid and Tom sail home to Reykjavík under the warm light", {"Ingrid", "Tom"},
+     {"Reykjavík"}, {"warm"}),
+    ("In the attic, Zoë and Łukasz find the gentle giant's lantern", {"Zoë", "Łukasz"}, set(),
+     {"gentle"}),
+    ("Ember's warm lamp guides Mara from Oslo to the gentle sea", {"Ember", "Mara"}, {"Oslo"},
+     {"warm", "gentle"}),
+    ("Ingrid sails from Bergen with the old captain", {"Ingrid"}, {"Bergen"}, {"old"}),
+]
+_AFTER_A_NOUN = ("beside|near|beyond|towards|under|past|glowed|trembled|settled|drifted|shone|"
+                 "creaked|rose|fell|and")
+
+
+@pytest.mark.parametrize(("premise", "people", "places", "adjectives"), CASTS)
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_emulated_names_are_the_premise_people_and_adjectives_stay_adjectives(
+        llm: LlmActivities, premise: str, people: set[str], places: set[str],
+        adjectives: set[str], seed: int) -> None:
+    scene = await ActivityEnvironment().run(llm.write_scene, WriteSceneInput(
+        workflow_id=f"wf-{seed}", model="llama3.2", seed=seed, premise=premise,
+        direction=premise))
+    cast = await ActivityEnvironment().run(llm.extract_cast, ExtractCastInput(
+        workflow_id=f"wf-{seed}", model="llama3.2", text=scene.text, seed=seed))
+
+    for name in people:
+        assert re.search(rf"(?<!\w){name}(?!\w)", scene.text), (name, scene.text[:300])
+    cast_names = {c.name for c in cast.characters}
+    assert cast_names and cast_names <= people, (cast_names, people)
+    for place in places:
+        assert place not in cast_names and place not in scene.title, (place, scene.title)
+    last = scene.title.split()[-1].lower()
+    assert last not in adjectives, scene.title  # "Zoë and the Gentle", "Ember's Warm"
+    for adjective in adjectives:  # "watched the warm beside the tide"
+        assert not re.search(rf"\b{adjective}(?= (?:{_AFTER_A_NOUN})\b|[.,])", scene.text,
+                             re.IGNORECASE), (adjective, scene.text[:400])
