@@ -71,6 +71,8 @@ def _settings(component: str, *, console_level: int = logging.WARNING,
         settings = asyncio.run(align_store(settings, changes=store == "changes"))
     from starter.store_access import store_missing
 
+    if component == "cli":  # front-end commands speak in one paragraph; logs go to the file
+        console_level = logging.CRITICAL + 1
     setup_logging(settings.data_dir, component=component, console_level=console_level,
                   log_json=settings.log_json,
                   to_file=not (store == "reads" and store_missing(settings)))

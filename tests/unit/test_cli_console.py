@@ -1,0 +1,44 @@
+"""Front-end commands print one paragraph, never a log line of an outside call (issue 12
+finding 4): the calls they make are logged to the log file under the data dir."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.fixtures.common import free_port
+
+CLI = [sys.executable, "-m", "starter.cli"]
+
+
+def _run(args: list[str], tmp_path: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "STORYLOOM_DATA_DIR": str(tmp_path), "COLUMNS": "100",
+           "STORYLOOM_TEMPORAL_ADDRESS": f"127.0.0.1:{free_port()}",
+           "STORYLOOM_OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
+           "STORYLOOM_COMFYUI_URL": f"http://127.0.0.1:{free_port()}"}
+    for name in ("TEMPORAL_ADDRESS", "OLLAMA_HOST"):
+        env.pop(name, None)
+    return subprocess.run([*CLI, *args], check=False, env=env, capture_output=True, text=True,
+                          timeout=90)  # piped, as in a script
+
+
+def test_scene_before_up_is_one_paragraph_and_the_call_is_in_the_log(tmp_path: Path) -> None:
+    refused = _run(["scene", "a fox"], tmp_path)
+
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert line.startswith("Temporal is not reachable at 127.0.0.1:"), line
+    assert refused.stdout == ""
+    logged = (tmp_path / "logs" / "cli.log").read_text(encoding="utf-8")
+    assert "/api/tags" in logged  # the model check's call went to the file
+
+
+def test_doctor_piped_prints_its_checks_and_no_log_lines(tmp_path: Path) -> None:
+    checked = _run(["doctor"], tmp_path)
+
+    assert checked.returncode == 1, checked.stdout
+    for line in (checked.stdout + checked.stderr).splitlines():
+        assert not line.lstrip().startswith("{"), line
+        assert " WARNING " not in line and " ERROR " not in line, line
