@@ -9,7 +9,7 @@ from activities.errors import StoreError
 from starter.book import load_book
 from starter.console import count
 from starter.export_html import NotABookFolder, write_html
-from starter.export_markdown import render_markdown, write_markdown
+from starter.export_markdown import check_markdown_folder, render_markdown, write_markdown
 from starter.outcome import EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
 from starter.store_access import explain_store_error, open_reading
@@ -39,6 +39,11 @@ async def run_export(
             raise explain_store_error(settings, exc) from exc
     finally:
         await store.close()
+    if markdown not in (None, STDOUT):  # both folders checked before anything is written
+        try:
+            check_markdown_folder(Path(markdown), force=force)
+        except NotABookFolder as exc:
+            raise CliFailure(str(exc), EXIT_USAGE) from exc
     if html_dir is not None:
         try:
             page = write_html(book, html_dir, home=settings.data_dir, force=force)
@@ -48,6 +53,9 @@ async def run_export(
     if markdown == STDOUT:
         sys.stdout.write(render_markdown(book))
     elif markdown is not None:
-        notes = write_markdown(book, Path(markdown), home=settings.data_dir)
+        try:
+            notes = write_markdown(book, Path(markdown), home=settings.data_dir, force=force)
+        except NotABookFolder as exc:
+            raise CliFailure(str(exc), EXIT_USAGE) from exc
         print(f"markdown: {notes}", file=sys.stderr)
     return EXIT_OK

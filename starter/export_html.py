@@ -9,8 +9,8 @@ never under a name taken from the data.
 One copy of each picture: a book written inside the data directory (the demo's
 ``storybook/``) links to the pictures where storyloom keeps them (``media/``); a book
 exported anywhere else gets its own copies in ``images/``. ``write_html`` writes only into a
-new or empty folder or into an earlier storyloom book (``--force`` overrides), and removes the
-pictures of that earlier book which the new one no longer shows.
+new or empty folder or into an earlier storyloom book (``--force`` overrides), and removes only
+the pictures that page itself copied earlier and no longer shows (``starter.book_files``).
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 from starter.book import Book, BookCharacter, BookScene
+from starter.book_files import record_pictures
 from workflows_temporal.scene_prompts import is_continuation
 
 __all__ = ["CSP", "GENERATOR", "IMAGE_SUFFIXES", "ImageShelf", "NotABookFolder", "is_book_folder",
@@ -235,9 +236,9 @@ def write_html(book: Book, out_dir: Path, *, home: Path | None = None,
     ``home``); returns the page's path.
 
     Raises NotABookFolder, before writing anything, when ``out_dir`` is a file or a non-empty
-    folder that is not a storyloom book, unless ``force``. Pictures an earlier book left in
-    ``out_dir/images/`` that this one does not show are removed (never with ``force`` into a
-    foreign folder: its files are not ours)."""
+    folder that is not a storyloom book, unless ``force``. Pictures this page copied before
+    and no longer shows are removed, and only those (``starter.book_files``: a Markdown export
+    beside it keeps its pictures; a foreign file is never touched)."""
     if out_dir.exists() and not out_dir.is_dir():
         raise NotABookFolder(f"{out_dir} is a file, not a folder: name a new or empty folder "
                              "for the storybook.")
@@ -252,18 +253,5 @@ def write_html(book: Book, out_dir: Path, *, home: Path | None = None,
     tmp = page.with_suffix(".html.tmp")
     tmp.write_text(render_html(book, out_dir, images), encoding="utf-8")
     tmp.replace(page)
-    if ours:
-        _remove_stale_pictures(out_dir / "images", keep=images.written)
+    record_pictures(out_dir, page.name, images.written)
     return page
-
-
-def _remove_stale_pictures(folder: Path, *, keep: set[str]) -> None:
-    """Delete the book's old copies (hash-named pictures) that the new page does not show."""
-    if not folder.is_dir():
-        return
-    for path in folder.iterdir():
-        if (path.is_file() and path.name not in keep and path.suffix.lower() in IMAGE_SUFFIXES
-                and re.fullmatch(r"[0-9a-f]{20}", path.stem)):
-            path.unlink()
-    if not any(folder.iterdir()):
-        folder.rmdir()

@@ -14,10 +14,11 @@ import re
 from pathlib import Path
 
 from starter.book import Book, BookScene
-from starter.export_html import ImageShelf
+from starter.book_files import foreign_pictures, record_pictures
+from starter.export_html import ImageShelf, NotABookFolder
 from workflows_temporal.scene_prompts import is_continuation
 
-__all__ = ["render_markdown", "write_markdown"]
+__all__ = ["check_markdown_folder", "render_markdown", "write_markdown"]
 
 _INLINE_SPECIAL = re.compile(r"([\\`*_\[\]#!|])")
 
@@ -65,7 +66,10 @@ def _scene(book: Book, scene: BookScene, images: ImageShelf | None) -> list[str]
 
 def render_markdown(book: Book, out_dir: Path | None = None, home: Path | None = None) -> str:
     """The Markdown text; with ``out_dir`` pictures are placed as ``ImageShelf`` does."""
-    images = ImageShelf(out_dir, home) if out_dir is not None else None
+    return _render(book, ImageShelf(out_dir, home) if out_dir is not None else None)
+
+
+def _render(book: Book, images: ImageShelf | None) -> str:
     lines = [f"# {_inline(book.title)}", "", f"> {_inline(book.premise)}", ""]
     for scene in book.scenes:
         lines += _scene(book, scene, images)
@@ -80,11 +84,33 @@ def render_markdown(book: Book, out_dir: Path | None = None, home: Path | None =
     return "\n".join(lines)
 
 
-def write_markdown(book: Book, path: Path, *, home: Path | None = None) -> Path:
+def check_markdown_folder(path: Path, *, force: bool = False) -> None:
+    """NotABookFolder when ``images/`` beside ``path`` holds files no storyloom export there
+    wrote, unless ``force``; nothing is written."""
+    images_dir = path.parent / "images"
+    foreign = foreign_pictures(path.parent)
+    if foreign and not force:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3
+                                          else "")
+        raise NotABookFolder(
+            f"{images_dir} holds files storyloom did not write ({shown}); the pictures of "
+            f"{path.name} would go there among them. Write the notes into another folder, or "
+            "add --force to write there anyway (those files are never removed).")
+
+
+def write_markdown(book: Book, path: Path, *, home: Path | None = None,
+                   force: bool = False) -> Path:
     """Write the Markdown file (and, for pictures from outside ``home``, ``images/`` beside
-    it); returns ``path``."""
+    it); returns ``path``.
+
+    Raises NotABookFolder, before writing anything, when ``images/`` beside it holds files no
+    storyloom export there wrote, unless ``force`` (the rule of ``write_html``). Pictures this
+    file copied before and no longer shows are removed, and only those."""
+    check_markdown_folder(path, force=force)
     path.parent.mkdir(parents=True, exist_ok=True)
+    shelf = ImageShelf(path.parent, home)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(render_markdown(book, path.parent, home), encoding="utf-8")
+    tmp.write_text(_render(book, shelf), encoding="utf-8")
     tmp.replace(path)
+    record_pictures(path.parent, path.name, shelf.written)
     return path

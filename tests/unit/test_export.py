@@ -289,3 +289,47 @@ async def test_generated_directions_are_no_captions_and_headings_stay_level(
     assert "continue the story of" not in text.lower()
     headings = [ln.split(" ", 1)[0] for ln in text.splitlines() if ln.startswith("#")]
     assert set(headings[1:]) == {"##"}, headings  # every scene (and the cast) at level 2
+
+
+async def test_exports_sharing_a_folder_keep_each_others_pictures(library: Library,
+                                                                 tmp_path: Path) -> None:
+    import re
+
+    shared = tmp_path / "shared"
+    notes = storyloom(library, "export", library.ids.story, "--markdown", str(shared / "story.md"))
+    assert notes.returncode == 0, notes.stderr
+    linked = re.findall(r"\]\(<(images/[^>]+)>\)", (shared / "story.md").read_text())
+    assert len(set(linked)) == 2, linked
+    book = storyloom(library, "export", library.ids.story, "--html", str(shared), "--force")
+    assert book.returncode == 0, book.stderr
+
+    fewer = storyloom(library, "export", library.ids.story, "--html", str(shared),
+                      "--path", library.ids.calm)  # this page shows one picture only
+
+    assert fewer.returncode == 0, fewer.stderr
+    assert all((shared / link).is_file() for link in linked), sorted(_tree(shared))
+    again = storyloom(library, "export", library.ids.story, "--markdown", str(shared / "story.md"),
+                      "--path", library.ids.calm)
+    assert again.returncode == 0, again.stderr
+    shown = set(re.findall(r'src="(images/[^"]+)"', (shared / "index.html").read_text()))
+    assert {f"images/{p.name}" for p in (shared / "images").iterdir()} == shown  # no leftovers
+
+
+async def test_markdown_refuses_a_foreign_images_folder_unless_forced(library: Library,
+                                                                     tmp_path: Path) -> None:
+    folder = tmp_path / "documents"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "holiday.png").write_bytes(b"not ours")
+
+    refused = storyloom(library, "export", library.ids.story, "--markdown",
+                        str(folder / "story.md"), "--html", str(tmp_path / "book"))
+
+    assert refused.returncode == 2, refused.stderr
+    [line] = refused.stderr.strip().splitlines()
+    assert "holiday.png" in line and "--force" in line, line
+    assert not (folder / "story.md").exists() and not (tmp_path / "book").exists()
+    forced = storyloom(library, "export", library.ids.story, "--markdown",
+                       str(folder / "story.md"), "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert (folder / "images" / "holiday.png").read_bytes() == b"not ours"
+    assert len(list((folder / "images").iterdir())) == 3
