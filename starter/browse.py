@@ -46,11 +46,10 @@ def _print_node(console: Console, node: Any) -> None:
 
 def _print_story(console: Console, story: Any, nodes: list[Any]) -> None:
     tree = Tree(f"[bold]{escape(story.title or story.premise[:60])}[/bold] (story {story.id})")
-    branches: dict[str, Any] = {}
-    for node in nodes:  # tree order: parents come before their children
-        parent = branches.get(node.parent_id, tree) if node.parent_id else tree
-        label = f"{escape(node.title)} [dim]({node.id}; {escape(_image_label(node))})[/dim]"
-        branches[node.id] = parent.add(label)
+    from starter.tree_command import add_chains
+
+    add_chains(tree, nodes, {  # tree order: parents come before their children
+        n.id: f"{escape(n.title)} [dim]({n.id}; {escape(_image_label(n))})[/dim]" for n in nodes})
     console.print(tree)
 
 

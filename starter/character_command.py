@@ -27,6 +27,8 @@ __all__ = ["describe_character", "list_characters", "picture_problem", "set_char
 
 _IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp"}
 _MIN_PICTURE_BYTES = 64  # no real JPEG or WebP picture is smaller
+_MIN_LOOK_COLUMNS = 24  # the look column folds, but not narrower than this
+_TABLE_FRAME = 10  # borders and padding of a three-column table
 
 
 async def list_characters(settings: Settings, story_id: str) -> int:
@@ -40,13 +42,24 @@ async def list_characters(settings: Settings, story_id: str) -> int:
         if not cast:
             print(f"story {story_id} has no characters yet")
             return EXIT_OK
-        # On a narrow terminal every column wraps or folds: a name or a path is never cut.
-        table = Table(Column("name", overflow="fold"), Column("canonical look", overflow="fold"),
-                      Column("reference image", overflow="fold"), title=f"story {story_id}")
+        console = screen()
+        names = max(len(p.name) for p in cast)
+        paths = max(len(p.reference_image or "(none yet)") for p in cast)
+        if names + paths + _MIN_LOOK_COLUMNS + _TABLE_FRAME > console.width:
+            # Too narrow for a table that keeps every path on one line: one block per
+            # character, each path alone on its line, never broken by us.
+            console.print(f"story {story_id}", markup=False, highlight=False)
+            for person in cast:
+                console.print(f"\n{person.name}\n  look: {person.look or '(none yet)'}\n"
+                              f"  reference image:\n    {person.reference_image or '(none yet)'}",
+                              markup=False, highlight=False)
+            return EXIT_OK
+        table = Table(Column("name", no_wrap=True), Column("canonical look", overflow="fold"),
+                      Column("reference image", no_wrap=True), title=f"story {story_id}")
         for person in cast:
             table.add_row(escape(person.name), escape(person.look or "(none yet)"),
                           escape(person.reference_image or "(none yet)"))
-        screen().print(table)
+        console.print(table)
         return EXIT_OK
     finally:
         await store.close()
