@@ -135,7 +135,8 @@ async def show_progress(
 ) -> Any:
     """Draw ``next_line(started)`` until the workflow closes; return its raw result or raise its
     failure (``WorkflowFailureError``), as ``handle.result()`` does. Rich mode redraws one live
-    line; plain mode prints a line when what it says changes; quiet mode draws nothing."""
+    line (never wider than the terminal: cut with "…"); plain mode prints a line when what it
+    says changes; quiet mode draws nothing."""
     out = out or sys.stderr
     started = time.monotonic()
     result_task = asyncio.create_task(handle.result())
@@ -155,8 +156,9 @@ async def show_progress(
         while not result_task.done():
             with contextlib.suppress(Exception):
                 line = await next_line(started)
-                if line and live is not None:
-                    live.update(Text(line))
+                if line and live is not None:  # one row, cut at the terminal's width: the
+                    # whole cause stays in `storyloom watch` (plain lines) and the logs
+                    live.update(Text(" ".join(line.split()), no_wrap=True, overflow="ellipsis"))
                 elif line and line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
                     print(line, file=out, flush=True)
                 last = line or last

@@ -20,11 +20,12 @@ _RPC_TIMEOUT = timedelta(seconds=2)
 
 
 def story_line(progress: dict[str, Any], current: str | None, illustrating: str | None) -> str:
-    """One line: scene k of N, the story's stage, the writing scene's step, the illustrating one."""
-    parts = [f"scene {progress.get('scene', '?')} of {progress.get('scenes_total', '?')}",
-             str(progress.get("stage", ""))]
-    if current:
-        parts.append(f"now: {current}")
+    """One line: scene k of N, the current scene's step (else the story's stage), and the scene
+    illustrated meanwhile."""
+    parts = [f"scene {progress.get('scene', '?')} of {progress.get('scenes_total', '?')}"]
+    # The writing scene's own step says what happens now; the story's stage only without it
+    # (both read "writing · now: rendering" while a scene's picture was drawn).
+    parts.append(current or str(progress.get("stage", "")))
     if illustrating:
         parts.append(f"illustrating previous: {illustrating}")
     return " · ".join(p for p in parts if p)
