@@ -194,8 +194,9 @@ def worker(
 @app.command()
 @_guard
 def scene(
-    direction: Annotated[str, typer.Argument(
-        help=f"What happens in this scene (at most {MAX_DIRECTION_CHARS} characters)")],
+    direction: Annotated[list[str], typer.Argument(
+        help=f"What happens in this scene (at most {MAX_DIRECTION_CHARS} characters; several "
+        "words need no quotes)", show_default=False)],
     story: Annotated[str | None, typer.Option(
         help="Continue this story after its latest scene")] = None,
     parent: Annotated[str | None, typer.Option(metavar="NODE", help="Branch from this node")]
@@ -216,7 +217,8 @@ def scene(
     from starter.scene_command import build_request, run_scene
 
     settings = _settings("cli", store="changes")
-    request = build_request(settings, direction, story_id=story, parent_node_id=parent,
+    request = build_request(settings, " ".join(direction), story_id=story,
+                            parent_node_id=parent,
                             illustrate=not no_illustrate, model=model, template=template,
                             style=style, seed=seed)
     _run(run_scene, settings, request, as_json=json_out, detach=detach)
@@ -377,11 +379,14 @@ def story(
         help=f"How many scenes to write (1 to {MAX_STORY_SCENES})")] = 3,
     illustrate: Annotated[bool, typer.Option(help="Illustrate each scene")] = True,
     continue_: Annotated[str | None, typer.Option(
-        "--continue", help="Write --scenes more scenes of a stopped story (by story id), "
+        "--continue", metavar="STORY", help="Write --scenes more scenes of a stopped story (by story id), "
         "after its latest scene")] = None,
     parent: Annotated[str | None, typer.Option(
+        metavar="NODE",
         help="With --continue: continue after this node (a story with several branches)")]
     = None,
+    model: Annotated[str | None, typer.Option(
+        help="Ollama model (default: STORYLOOM_TEXT_MODEL)")] = None,
     resume: Annotated[str | None, typer.Option("--resume", hidden=True)] = None,
     json_out: Annotated[bool, typer.Option("--json", help="Print only the result JSON")] = False,
     detach: Annotated[bool, typer.Option(help="Start and print the workflow id")] = False,
@@ -409,6 +414,11 @@ def story(
     if problem:
         raise CliFailure(problem, EXIT_USAGE)
     settings = _settings("cli", store="changes")
+    if model is not None:
+        if not model.strip():
+            raise CliFailure("--model is empty: name an Ollama model, e.g. --model llama3.2",
+                             EXIT_USAGE)
+        settings = settings.model_copy(update={"text_model": model.strip()})
     if continue_ is not None:
         if args:
             raise CliFailure("--continue takes no premise: the story already has one.",
@@ -478,6 +488,22 @@ def _log_crash(exc: BaseException) -> str:
         return "the traceback is in the log (data dir, logs/)."
     except Exception:  # noqa: BLE001 - no log to write to: still no traceback on the screen
         return "no log could be written (check STORYLOOM_DATA_DIR)."
+
+
+def _one_line_listings(typer_app: typer.Typer) -> None:
+    """Each command's line in a ``--help`` listing is its docstring's first paragraph as one
+    sentence the help wraps at the terminal's width (the docstring's own line breaks cut the
+    `cancel` and `ui` lines mid-sentence)."""
+    for command in typer_app.registered_commands:
+        doc = command.help or (command.callback.__doc__ if command.callback else None)
+        if command.short_help is None and doc:
+            command.short_help = " ".join(doc.strip().split("\n\n", 1)[0].split())
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_listings(group.typer_instance)
+
+
+_one_line_listings(app)
 
 
 def main() -> None:

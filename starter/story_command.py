@@ -156,6 +156,15 @@ async def start_story(settings: Settings, client: Client, request: StoryRequest,
                          f"{exc}", EXIT_USAGE) from exc
 
 
+async def _story_id_of(handle: WorkflowHandle[Any, StoryResult]) -> str:
+    """The story id a StoryWorkflow carries (search attribute StoryId), or STORY_ID."""
+    try:
+        found = (await handle.describe()).typed_search_attributes.get(STORY_ID)
+    except RPCError:
+        found = None
+    return found or "STORY_ID"
+
+
 async def _report(client: Client, handle: WorkflowHandle[Any, StoryResult], settings: Settings,
                   *, as_json: bool, illustrate: bool = True) -> int:
     mode: Mode = "quiet" if as_json else ("rich" if sys.stderr.isatty() else "plain")
@@ -168,9 +177,10 @@ async def _report(client: Client, handle: WorkflowHandle[Any, StoryResult], sett
     except WorkflowFailureError as err:
         logger.error("story %s failed", handle.id, exc_info=err, extra=FILE_ONLY)
         message = root_message(err)
+        story_id = await _story_id_of(handle)
         raise CliFailure(f"The story {handle.id} stopped: {message}. The scenes written so far "
-                         "are kept; continue with `storyloom story --continue STORY_ID`.",
-                         EXIT_FAILED) from err
+                         f"are kept; continue with `storyloom story --continue {story_id} "
+                         "--scenes N`.", EXIT_FAILED) from err
     if as_json:
         print(story_json(result))
         return EXIT_OK
@@ -214,7 +224,21 @@ async def run_story(settings: Settings, premise: str, request: StoryRequest, *,
                          illustrate=request.illustrate)
 
 
-async def _running_story(client: Client, ident: str, action: str
+async def _require_story(settings: Settings, story_id: str) -> None:
+    """CliFailure (exit 2) when the store has no story ``story_id``."""
+    from activities.errors import StoreError
+    from starter.store_access import open_reading, unknown_id
+
+    store = await open_reading(settings, story_id)
+    try:
+        await store.repo.get_story(story_id)
+    except StoreError as exc:
+        raise unknown_id(settings, story_id) from exc
+    finally:
+        await store.close()
+
+
+async def _running_story(settings: Settings, client: Client, ident: str, action: str
                          ) -> WorkflowHandle[Any, StoryResult]:
     """The running StoryWorkflow of a story id (or the workflow id itself)."""
     if ident.startswith("story-"):
@@ -223,6 +247,7 @@ async def _running_story(client: Client, ident: str, action: str
              'AND ExecutionStatus = "Running"')
     async for found in client.list_workflows(query, limit=1):
         return client.get_workflow_handle(found.id, result_type=StoryResult)
+    await _require_story(settings, ident)
     raise CliFailure(f"No story {ident!r} is running, so there is nothing to {action}; to "
                      f"write more scenes of a stopped story: `storyloom story --continue "
                      f"{ident} --scenes N`.", EXIT_USAGE)
@@ -231,7 +256,7 @@ async def _running_story(client: Client, ident: str, action: str
 async def control_story(settings: Settings, action: str, ident: str) -> int:
     """pause | unpause | cancel the running StoryWorkflow of ``ident``; says what happened."""
     client = await _client(settings)
-    handle = await _running_story(client, ident, action)
+    handle = await _running_story(settings, client, ident, action)
     if action == "cancel":
         outcome = await cancel_run(client, handle.id, what="story")
         print(outcome.message)

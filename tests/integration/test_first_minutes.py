@@ -336,3 +336,31 @@ async def test_a_running_story_is_not_continued_a_second_time(stack: Services) -
         await stack.emulator_post(stack.ollama_url, {})
         if workflow_id:
             await run(stack, "story", "cancel", workflow_id)
+
+
+async def test_story_verbs_name_the_real_story_and_commands(stack: Services) -> None:
+    from activities.store.ids import story_id_for
+    from workflows_temporal.story import scene_workflow_id
+
+    unknown = await run(stack, "story", "pause", "s_nope")
+    assert unknown.returncode == 2, unknown.stderr
+    [line] = unknown.stderr.strip().splitlines()
+    assert line.startswith("There is no story 's_nope' in ") and "--continue" not in line, line
+    modelled = await run(stack, "story", "A fox", "--model", "nope", "--no-illustrate")
+    assert modelled.returncode == 2 and "'nope'" in modelled.stderr, modelled.stderr
+
+    await stack.emulator_post(stack.ollama_url, SLOW_WRITING)
+    try:
+        started = await run(stack, "story", "A keeper waits", "--scenes", "3",
+                            "--no-illustrate", "--detach")
+        workflow_id = started.stdout.strip().splitlines()[-1]
+        cancelled = await run(stack, "story", "cancel", workflow_id)
+        assert cancelled.returncode == 0, cancelled.stderr
+    finally:
+        await stack.emulator_post(stack.ollama_url, {})
+    watched = await run(stack, "watch", workflow_id)
+
+    assert watched.returncode == 1, watched.stderr
+    story_id = story_id_for(scene_workflow_id(workflow_id, 0))
+    assert f"`storyloom story --continue {story_id} --scenes N`" in watched.stderr, \
+        watched.stderr

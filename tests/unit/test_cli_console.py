@@ -42,3 +42,32 @@ def test_doctor_piped_prints_its_checks_and_no_log_lines(tmp_path: Path) -> None
     for line in (checked.stdout + checked.stderr).splitlines():
         assert not line.lstrip().startswith("{"), line
         assert " WARNING " not in line and " ERROR " not in line, line
+
+
+def test_help_has_no_odd_placeholders_and_listing_lines_wrap_whole(tmp_path: Path) -> None:
+    env_cols = {"COLUMNS": "80"}
+    story = subprocess.run([*CLI, "story", "--help"], capture_output=True, text=True,
+                           timeout=60, env={**os.environ, **env_cols}, check=False)
+    assert story.returncode == 0
+    assert "CONTINUE_" not in story.stdout and " PARENT " not in story.stdout, story.stdout
+    assert "--model" in story.stdout  # `story` takes --model, as the model hint says
+    top = subprocess.run([*CLI, "--help"], capture_output=True, text=True, timeout=60,
+                         env={**os.environ, **env_cols}, check=False)
+    rows = top.stdout.splitlines()
+    for name in ("cancel", "ui"):
+        at = next(i for i, row in enumerate(rows) if row.startswith(f"│ {name} "))
+        entry = [rows[at]]
+        for row in rows[at + 1:]:
+            if not row.startswith("│   "):
+                break
+            entry.append(row)
+        text = [row.strip("│ ").strip() for row in entry]
+        assert all(len(line) > 50 for line in text[:-1]), entry  # no line cut mid-sentence
+
+
+def test_scene_takes_several_words_like_story(tmp_path: Path) -> None:
+    for command in ("scene", "story"):
+        run = _run([command, "a", "fox", "at", "dusk"], tmp_path)
+        assert run.returncode == 2, run.stderr
+        assert "unexpected extra argument" not in run.stderr
+        assert run.stderr.startswith("Temporal is not reachable"), run.stderr
