@@ -19,6 +19,7 @@ Clients make one attempt and raise one of these; the engine decides whether to r
     │   └── OutputMissing               a finished ComfyUI job without the expected output
     ├── ComfyValidationError            /prompt 400 with node_errors               (final)
     ├── ComfyExecutionError             the job ran and failed at a node           (final)
+    │   └── ComfyOutOfMemory            ... out of GPU memory (VRAM is transient)  (retryable)
     ├── JobLost                         accepted job vanished (server restart)     (retryable)
     ├── JobCancelled                    the job was interrupted / cancelled        (final)
     ├── TemplateError                   a template or its parameters are invalid   (final)
@@ -37,6 +38,7 @@ from temporalio.exceptions import ApplicationError
 __all__ = [
     "BadRequest",
     "ComfyExecutionError",
+    "ComfyOutOfMemory",
     "ComfyValidationError",
     "ContentError",
     "EmptyAnswer",
@@ -202,6 +204,21 @@ class ComfyExecutionError(StoryloomError):
         super().__init__(
             f"node {node_id} ({node_type}) failed with {exception_type}: {first_line}", **kw
         )
+
+
+class ComfyOutOfMemory(ComfyExecutionError):
+    """A node ran out of GPU memory (``torch.cuda.OutOfMemoryError``, "CUDA out of memory").
+
+    Retryable: VRAM is a transient state; after the scheduler's eviction (or another model's
+    unload) the same graph can succeed. ``is_out_of_memory`` tells it from other failures.
+    """
+
+    retryable = True
+
+    @staticmethod
+    def is_out_of_memory(exception_type: str, exception_message: str) -> bool:
+        text = f"{exception_type} {exception_message}".lower()
+        return "outofmemoryerror" in text or "out of memory" in text
 
 
 class JobLost(StoryloomError):

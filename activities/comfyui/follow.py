@@ -27,7 +27,7 @@ from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from activities.comfyui.models import JobState, JobStatus, ProgressEvent
 from activities.comfyui.transport import SERVICE
-from activities.errors import ComfyExecutionError, JobCancelled, JobLost
+from activities.errors import ComfyExecutionError, ComfyOutOfMemory, JobCancelled, JobLost
 
 if TYPE_CHECKING:
     from activities.comfyui.client import ComfyClient
@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 __all__ = ["Watcher", "judge"]
 
 logger = logging.getLogger(__name__)
+_OOM_HINT = (
+    "Another model is likely resident on that GPU: check that one physical GPU is not "
+    "registered under two GPU names (--gpu) and that an Ollama on that card is under the "
+    "scheduler (STORYLOOM_GPU_SHARING=shared), or lower STORYLOOM_IMAGE_WIDTH/HEIGHT; "
+    "the render is retried")
 _TERMINAL = {"execution_success", "execution_error", "execution_interrupted"}
 _MAX_FRAME = 32 * 1024 * 1024  # binary previews can be large; we skip them but must read them
 # The Watcher whose socket holds each clientId (by socket URL) in this process: a newer one
@@ -52,10 +57,18 @@ def judge(status: JobStatus, prompt_id: str, where: str) -> ProgressEvent:
         return ProgressEvent("started", prompt_id)
     if status.state is JobState.FAILED:
         err = status.error or {}
+        exception_type = str(err.get("exception_type", "?"))
+        exception_message = str(err.get("exception_message", ""))
+        if ComfyOutOfMemory.is_out_of_memory(exception_type, exception_message):
+            raise ComfyOutOfMemory(
+                node_id=str(err.get("node_id", "?")), node_type=str(err.get("node_type", "?")),
+                exception_type=exception_type, exception_message=exception_message,
+                service=SERVICE, where=f"{where} node {err.get('node_id', '?')}",
+                hint=_OOM_HINT,
+            )
         raise ComfyExecutionError(
             node_id=str(err.get("node_id", "?")), node_type=str(err.get("node_type", "?")),
-            exception_type=str(err.get("exception_type", "?")),
-            exception_message=str(err.get("exception_message", "")),
+            exception_type=exception_type, exception_message=exception_message,
             service=SERVICE, where=f"{where} node {err.get('node_id', '?')}",
             hint="The same graph and inputs fail the same way; fix the input or the template",
         )
@@ -79,7 +92,7 @@ class Watcher:
     the progress too.
 
     ``follow`` yields ProgressEvents until HTTP confirms completion (kind "done"); raises
-    ComfyExecutionError (final), JobCancelled (final), JobLost (retryable) and the client's
+    ComfyExecutionError (final; ComfyOutOfMemory retryable), JobCancelled (final), JobLost (retryable) and the client's
     transport errors (retryable). HTTP is polled every ``poll_interval``, so the end is seen in
     time even without a usable socket; a socket that fails or drops is tried again with
     exponential back-off (at once, then ``ws_retry_initial`` doubling to ``ws_retry_max``), and a
