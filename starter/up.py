@@ -20,6 +20,7 @@ from starter.worker import run_worker
 __all__ = ["run_up"]
 
 logger = logging.getLogger(__name__)
+_EXIT_INTERRUPTED = 130  # as for Ctrl-C anywhere else
 
 
 async def _reachable(url: str) -> str | None:
@@ -72,6 +73,11 @@ def _banner(settings: Settings, server: DevServer, emulated: bool, worker: bool,
     return "\n".join(lines)
 
 
+def _stopped_during_startup() -> int:
+    print("Stopped during startup (Ctrl-C): nothing is left running.", flush=True)
+    return _EXIT_INTERRUPTED
+
+
 async def run_up(
     settings: Settings, *, emulate: bool, worker: bool, headless: bool, time_scale: float = 1.0
 ) -> int:
@@ -91,6 +97,8 @@ async def run_up(
         raise CliFailure(str(exc), EXIT_USAGE) from exc
     emulators: list[EmulatorProcess] = []
     try:
+        if stop.is_set():  # Ctrl-C while the server started: no banner, stop what started
+            return _stopped_during_startup()
         if emulate:
             emulators.append(await spawn_emulator(
                 "ollama", port_of(settings.ollama_url, 11434), data_dir=settings.data_dir,
@@ -104,6 +112,8 @@ async def run_up(
             for warning in await _check_real_services(settings):
                 print(warning, flush=True)
         ui_up = server.ui_url is not None and await ui_answers(settings)
+        if stop.is_set():
+            return _stopped_during_startup()
         print(_banner(settings, server, emulate, worker, ui_up), flush=True)
         if worker:
             await run_worker(settings, "all", stop=stop)

@@ -71,3 +71,34 @@ def test_scene_takes_several_words_like_story(tmp_path: Path) -> None:
         assert run.returncode == 2, run.stderr
         assert "unexpected extra argument" not in run.stderr
         assert run.stderr.startswith("Temporal is not reachable"), run.stderr
+
+
+def test_ctrl_c_during_up_startup_prints_no_banner(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    address = f"127.0.0.1:{free_port()}"
+    env = {**os.environ, "STORYLOOM_DATA_DIR": str(tmp_path),
+           "STORYLOOM_TEMPORAL_ADDRESS": address,
+           "STORYLOOM_OLLAMA_URL": f"http://127.0.0.1:{free_port()}",
+           "STORYLOOM_COMFYUI_URL": f"http://127.0.0.1:{free_port()}"}
+    proc = subprocess.Popen([*CLI, "up", "--emulate", "--headless", "--no-worker"], env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (tmp_path / "temporal.db").exists():  # the dev server is starting
+            assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
+            time.sleep(0.02)
+        proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
+    assert "storyloom is up" not in out, out
+    assert proc.returncode == 130, (out, err)
+    host, _, port = address.rpartition(":")
+    from starter.ports import port_in_use
+
+    assert not port_in_use(host, int(port))  # the dev server it started is stopped
