@@ -173,18 +173,23 @@ def worker(
 ) -> None:
     """Run a worker for one role until SIGTERM/Ctrl-C (drains running activities)."""
     from starter.worker import run_worker
-    from workflows_temporal.policies import ROLES
+    from workflows_temporal.policies import ROLES, check_gpu_name
 
     if role not in ROLES:
         raise CliFailure(f"unknown role {role!r}: choose one of {', '.join(ROLES)}", EXIT_USAGE)
+    try:
+        check_gpu_name(gpu or "")
+    except ValueError as exc:
+        raise CliFailure(f"--gpu: {exc}", EXIT_USAGE) from exc
     settings = _settings(f"worker-{role}", console_level=logging.INFO)
 
     async def go() -> int:
+        from starter.gpu_worker import GpuRefused
         from starter.temporal_client import TemporalUnreachable
 
         try:
             await run_worker(settings, role, gpu=gpu)
-        except TemporalUnreachable as exc:
+        except (TemporalUnreachable, GpuRefused) as exc:
             raise CliFailure(str(exc), EXIT_USAGE) from exc
         return 0
 

@@ -5,7 +5,11 @@ worker whose Ollama shares the GPU (``gpu_sharing=shared``) unloads the LLM befo
 LLM worker whose Ollama shares a GPU frees ComfyUI's models before the LLM loads.
 ``keep_registered`` tells the scheduler every ``gpu_register_every_s`` that this GPU is alive
 (signal-with-start: the first GPU worker starts the scheduler) and, at a graceful stop, that it
-leaves, so its waiting renders go elsewhere at once.
+leaves, so its waiting renders go elsewhere at once. It first refuses (``GpuRefused``) a GPU
+that would clash with a live one: the same ComfyUI under another GPU name (one card counted
+twice: renders would overlap the LLM and fail out of memory), or a second GPU hosting the LLM.
+It registers only while this GPU's ComfyUI answers (``/system_stats``); while it does not, the
+GPU says it leaves, so the scheduler sends its renders to other GPUs.
 """
 
 from __future__ import annotations
@@ -13,19 +17,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from typing import Any
 
 from temporalio.client import Client
 from temporalio.exceptions import TemporalError
 
+from activities.errors import StoryloomError
 from activities.gpu.lease import Evictor, GpuLeases
 from starter.clients import comfy_client, ollama_client
 from starter.settings import Settings
 from workflows_temporal.contracts import GpuSharing
 from workflows_temporal.gpu_contracts import GpuRegistration, SchedulerConfig
 
-__all__ = ["gpu_leases", "keep_registered", "scheduler_config"]
+__all__ = ["GpuRefused", "gpu_leases", "keep_registered", "scheduler_config"]
 
 logger = logging.getLogger("storyloom.gpu")
+_QUERY_TIMEOUT_S = 10.0  # a scheduler whose workflow worker is down does not answer queries
+_PROBE_TIMEOUT_S = 5.0  # ComfyUI's /system_stats
+_PROBE_BACKOFF_MAX_S = 30.0
+
+
+class GpuRefused(Exception):
+    """This GPU must not join the fleet: it clashes with a live GPU (one sentence, with the fix)."""
 
 
 def scheduler_config(settings: Settings) -> SchedulerConfig:
@@ -67,6 +80,47 @@ def gpu_leases(
     return leases
 
 
+def _same_url(a: str, b: str) -> bool:
+    return bool(a) and a.rstrip("/").lower() == b.rstrip("/").lower()
+
+
+async def _live_gpus(leases: GpuLeases) -> dict[str, Any]:
+    """The scheduler's live GPUs (its ``stats`` query); {} when it does not run or answer."""
+    handle = leases.client.get_workflow_handle(leases.scheduler_id)
+    try:
+        stats = await asyncio.wait_for(handle.query("stats"), _QUERY_TIMEOUT_S)
+    except (TemporalError, TimeoutError) as exc:
+        logger.info("GPU scheduler stats not available (%s): no GPU to compare with", exc)
+        return {}
+    gpus = stats.get("gpus", {}) if isinstance(stats, dict) else {}
+    return {name: g for name, g in gpus.items() if isinstance(g, dict) and g.get("alive")}
+
+
+def clash(gpu: str, comfyui_url: str, hosts_llm: bool, live: dict[str, Any]) -> str | None:
+    """Why GPU ``gpu`` must not join next to the ``live`` GPUs (stats rows), or None."""
+    for name, other in sorted(live.items()):
+        if name == gpu:
+            continue
+        if _same_url(comfyui_url, str(other.get("comfyui_url", ""))):
+            return (f"GPU {gpu!r} refused: its ComfyUI {comfyui_url} is already registered as "
+                    f"GPU {name!r} (one card under two names would render while the LLM is "
+                    f"loaded and fail out of memory); start this worker with --gpu {name!r} "
+                    "or point STORYLOOM_COMFYUI_URL at another ComfyUI")
+        if hosts_llm and other.get("hosts_llm"):
+            return (f"GPU {gpu!r} refused: STORYLOOM_GPU_SHARING=shared says the LLM runs on "
+                    f"this GPU, but GPU {name!r} already hosts it; set "
+                    "STORYLOOM_GPU_SHARING=separate for this worker (one GPU hosts the LLM)")
+    return None
+
+
+async def _comfy_answers(comfy: Any) -> bool:
+    try:
+        await asyncio.wait_for(comfy.system_stats(), _PROBE_TIMEOUT_S)
+    except (StoryloomError, TimeoutError, OSError):
+        return False
+    return True
+
+
 async def _register(leases: GpuLeases, reg: GpuRegistration) -> None:
     try:
         await leases.ensure_scheduler(signal="register", arg=reg)
@@ -78,14 +132,37 @@ async def _register(leases: GpuLeases, reg: GpuRegistration) -> None:
 async def keep_registered(
     leases: GpuLeases, settings: Settings, gpu: str, stop: asyncio.Event
 ) -> None:
-    """Register ``gpu`` now and every ``gpu_register_every_s`` until ``stop``; then leave."""
+    """Register ``gpu`` while its ComfyUI answers, every ``gpu_register_every_s``, until
+    ``stop``; then leave. Raises GpuRefused when ``gpu`` clashes with a live GPU (see module)."""
     reg = GpuRegistration(gpu=gpu, hosts_llm=settings.gpu_sharing == GpuSharing.SHARED,
                           worker=leases.worker, comfyui_url=settings.comfyui_url)
-    await _register(leases, reg)
-    logger.info("GPU %r registered with the scheduler (hosts the LLM: %s)", gpu, reg.hosts_llm)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), settings.gpu_register_every_s)
-        if not stop.is_set():
-            await _register(leases, reg)
-    await _register(leases, reg.model_copy(update={"leaving": True}))
+    why = clash(gpu, reg.comfyui_url, reg.hosts_llm, await _live_gpus(leases))
+    if why is not None:
+        raise GpuRefused(why)
+    comfy = comfy_client(settings)
+    registered = False
+    wait_s = settings.gpu_register_every_s
+    try:
+        while not stop.is_set():
+            if await _comfy_answers(comfy):
+                await _register(leases, reg)
+                if not registered:
+                    logger.info("GPU %r registered with the scheduler (hosts the LLM: %s)",
+                                gpu, reg.hosts_llm)
+                registered, wait_s = True, settings.gpu_register_every_s
+            else:
+                if registered:
+                    await _register(leases, reg.model_copy(update={"leaving": True}))
+                if registered or wait_s == settings.gpu_register_every_s:
+                    logger.warning(
+                        "GPU %r not registered with the scheduler: its ComfyUI at %s does not "
+                        "answer (start it or fix STORYLOOM_COMFYUI_URL); renders go to other "
+                        "GPUs; trying again with back-off", gpu, settings.comfyui_url)
+                registered = False
+                wait_s = min(wait_s * 2, max(_PROBE_BACKOFF_MAX_S, settings.gpu_register_every_s))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait_s)
+        if registered:
+            await _register(leases, reg.model_copy(update={"leaving": True}))
+    finally:
+        await comfy.aclose()

@@ -110,6 +110,13 @@ class Settings(BaseSettings):
         # Absolute, so workers and terminals started in other folders name the same store.
         return v.expanduser().absolute()
 
+    @field_validator("gpu")
+    @classmethod
+    def _gpu_name(cls, v: str) -> str:
+        from workflows_temporal.policies import check_gpu_name
+
+        return check_gpu_name(v)
+
     @field_validator("comfyui_url")
     @classmethod
     def _normalize_comfyui(cls, v: str) -> str:

@@ -161,6 +161,7 @@ class GpuPool:
             "gpus": {
                 name: {"resident": g.resident.value if g.resident else None,
                        "hosts_llm": g.hosts_llm, "alive": g.alive, "worker": g.worker,
+                       "comfyui_url": g.comfyui_url,
                        "switches": g.switches, "grants": dict(g.grants),
                        "holders": sum(lease.gpu == name for lease in self.state.leases.values())}
                 for name, g in self.state.gpus.items()

@@ -5,6 +5,7 @@ Workers and starters import the queue names from here; workflows import the step
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
@@ -24,6 +25,7 @@ __all__ = [
     "STEPS",
     "WORKFLOW_FAILURE_TYPES",
     "StepPolicy",
+    "check_gpu_name",
     "image_queue",
     "queues_for_role",
 ]
@@ -61,6 +63,17 @@ NON_RETRYABLE_TYPES = [
 # task failure is retried forever (a stuck run that even a cancel cannot end); an input that
 # does not validate against its contract (pydantic) will never validate on a retry.
 WORKFLOW_FAILURE_TYPES: list[type[BaseException]] = [ValidationError]
+
+
+_GPU_NAME = re.compile(r"[A-Za-z0-9_.-]{1,40}")
+
+
+def check_gpu_name(gpu: str) -> str:
+    """``gpu`` when it is a valid GPU name ("" or ``[A-Za-z0-9_.-]{1,40}``); ValueError else."""
+    if gpu and not _GPU_NAME.fullmatch(gpu):
+        raise ValueError(f"GPU name {gpu!r} is not allowed: use 1 to 40 letters, digits, "
+                         "'_', '.' or '-' (it names the task queue storyloom-image-NAME)")
+    return gpu
 
 
 def image_queue(gpu: str = "") -> str:
