@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -124,6 +125,11 @@ def render_line(snap: Snapshot) -> str:
     return " · ".join(parts)
 
 
+def _one_row(line: str) -> str:
+    """``line`` without its line breaks (a failure's message may hold several)."""
+    return re.sub(r"\s*\n\s*", " ", line)
+
+
 async def show_progress(
     handle: WorkflowHandle[Any, Any],
     next_line: Callable[[float], Awaitable[str | None]],
@@ -158,7 +164,7 @@ async def show_progress(
                 line = await next_line(started)
                 if line and live is not None:  # one row, cut at the terminal's width: the
                     # whole cause stays in `storyloom watch` (plain lines) and the logs
-                    live.update(Text(" ".join(line.split()), no_wrap=True, overflow="ellipsis"))
+                    live.update(Text(_one_row(line), no_wrap=True, overflow="ellipsis"))
                 elif line and line.split(" · ", 1)[-1] != last.split(" · ", 1)[-1]:
                     print(line, file=out, flush=True)
                 last = line or last

@@ -48,7 +48,7 @@ async def test_a_retried_step_with_a_long_cause_stays_on_one_row_of_120() -> Non
     drawn = [ln for ln in _ANSI.sub("", screen.getvalue()).split("\n") if ln.strip()]
     assert drawn, screen.getvalue()
     assert all(len(ln) <= 120 for ln in drawn), drawn
-    assert any(ln.startswith("3.0s · rendering") and ln.endswith("…") for ln in drawn), drawn
+    assert any(ln.startswith("  3.0s · rendering") and ln.endswith("…") for ln in drawn), drawn
     assert not any("Traceback tail" in ln for ln in drawn)
 
 
