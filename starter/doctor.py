@@ -132,7 +132,7 @@ async def _comfyui(settings: Settings) -> list[Check]:
 
 async def _workers(settings: Settings) -> list[Check]:
     """One line per task queue a scene needs: the live workers polling it, or the fix."""
-    from starter.pollers import live_pollers, queues_needed, start_hint
+    from starter.pollers import need_pollers, queues_needed, start_hint
 
     try:
         client = await connect(settings, timeout=3.0)
@@ -140,13 +140,14 @@ async def _workers(settings: Settings) -> list[Check]:
         return []  # the temporal line already says so
     checks = []
     for need in queues_needed(gpu=settings.gpu):
-        pollers = await live_pollers(client, need.queue, need.kind)
-        if pollers:
+        polled = await need_pollers(client, need)  # any GPU's image queue for a scene
+        for queue, pollers in polled.items():
             who = ", ".join(sorted({p.identity.split(" ", 1)[0] for p in pollers}))
-            checks.append(Check("worker", True, f"{need.queue}: polled by {who}"))
-        else:
-            checks.append(Check("worker", False, f"{need.queue}: no worker is polling it, so "
-                                "scenes wait", f"start one: {start_hint([need])}"))
+            checks.append(Check("worker", True, f"{queue}: polled by {who}"))
+        if polled:
+            continue
+        checks.append(Check("worker", False, f"{need.queue}: no worker is polling it, so "
+                            "scenes wait", f"start one: {start_hint([need])}"))
     from starter.same_store import worker_stores
 
     for theirs in {s.store: s for s in await worker_stores(settings) or []}.values():

@@ -1,6 +1,10 @@
 """Which workers poll storyloom's task queues (Temporal's DescribeTaskQueue), and what they say
 about themselves.
 
+An illustrated run that does not pin a GPU renders on whichever GPU the scheduler grants: its
+image need is served when any registered GPU's queue (the scheduler's ``stats``) or
+``storyloom-image`` has a live poller.
+
 A poller is listed for a few minutes after its worker died, so only pollers seen within
 ``LIVE_WITHIN_S`` count: a live worker's long poll is renewed at least every ~60-70 s.
 Workers put their store in their identity (``worker_identity``), so a CLI can tell when it
@@ -27,15 +31,18 @@ from temporalio.api.enums.v1 import TaskQueueType
 from temporalio.api.taskqueue.v1 import TaskQueue
 from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
 from temporalio.client import Client
+from temporalio.exceptions import TemporalError
 
 from workflows_temporal.policies import (
     DB_QUEUE,
+    GPU_SCHEDULER_ID,
     LLM_QUEUE,
     SCENE_WORKFLOW_QUEUE,
     image_queue,
 )
 
-__all__ = ["LIVE_WITHIN_S", "Poller", "QueueNeed", "for_terminal", "live_pollers", "queues_needed",
+__all__ = ["LIVE_WITHIN_S", "Poller", "QueueNeed", "for_terminal", "live_pollers", "need_pollers",
+           "queues_needed",
            "silent_queues", "start_hint", "store_of", "unserved_message", "unserved_watch", "warn_when_unserved",
            "worker_identity"]
 
@@ -56,6 +63,7 @@ class QueueNeed:
     queue: str
     kind: TaskQueueType.ValueType
     role: str
+    any_gpu: bool = False  # an image need not pinned to a GPU: any GPU's queue serves it
 
 
 def queues_needed(*, illustrate: bool = True, gpu: str = "") -> list[QueueNeed]:
@@ -64,7 +72,7 @@ def queues_needed(*, illustrate: bool = True, gpu: str = "") -> list[QueueNeed]:
     needs = [QueueNeed(SCENE_WORKFLOW_QUEUE, TaskQueueType.TASK_QUEUE_TYPE_WORKFLOW, "any"),
              QueueNeed(DB_QUEUE, activity, "db"), QueueNeed(LLM_QUEUE, activity, "llm")]
     if illustrate:
-        needs.append(QueueNeed(image_queue(gpu), activity, "image"))
+        needs.append(QueueNeed(image_queue(gpu), activity, "image", any_gpu=not gpu))
     return needs
 
 
@@ -82,9 +90,34 @@ async def live_pollers(client: Client, queue: str, kind: TaskQueueType.ValueType
     return found
 
 
+async def _registered_gpus(client: Client) -> list[str]:
+    """The GPUs alive in the scheduler's ``stats``; [] when it does not run or answer."""
+    try:
+        stats = await asyncio.wait_for(
+            client.get_workflow_handle(GPU_SCHEDULER_ID).query("stats"), 3.0)
+    except (TemporalError, TimeoutError):  # not started, or no workflow worker: none known
+        return []
+    gpus = stats.get("gpus", {}) if isinstance(stats, dict) else {}
+    return sorted(name for name, g in gpus.items() if isinstance(g, dict) and g.get("alive"))
+
+
+async def need_pollers(client: Client, need: QueueNeed) -> dict[str, list[Poller]]:
+    """The queues that serve ``need`` with their live pollers (only polled ones; {}: none).
+    An ``any_gpu`` need is served by ``need.queue`` or any registered GPU's image queue."""
+    queues = [need.queue]
+    if need.any_gpu:
+        queues += [q for q in map(image_queue, await _registered_gpus(client))
+                   if q not in queues]
+    found = {}
+    for queue in queues:
+        if pollers := await live_pollers(client, queue, need.kind):
+            found[queue] = pollers
+    return found
+
+
 async def silent_queues(client: Client, needs: list[QueueNeed]) -> list[QueueNeed]:
-    """The needed queues that no live worker polls."""
-    return [need for need in needs if not await live_pollers(client, need.queue, need.kind)]
+    """The needed queues that no live worker polls (an ``any_gpu`` need: no GPU's queue)."""
+    return [need for need in needs if not await need_pollers(client, need)]
 
 
 def worker_identity(data_dir: str, store: str, **services: str) -> str:
