@@ -32,6 +32,7 @@ class Core:
             (root / sub).mkdir(parents=True, exist_ok=True)
         self.time_scale = time_scale
         self.faults = faults
+        self.base_faults: dict[str, Any] = {}  # start-up settings that faults POSTs merge over
         self.hub = Hub()
         self.ledger = Ledger()
         self.cache: dict[bytes, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}

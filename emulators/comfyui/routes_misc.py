@@ -123,7 +123,9 @@ async def post_faults(request: web.Request) -> web.Response:
     core = request.app[CORE]
     try:
         body: Any = await request.json()
-        faults, restart = parse_faults(body)
+        # Merged over the start-up settings (--checkpoint-load-delay): a POST never resets them.
+        faults, restart = parse_faults({**core.base_faults, **body} if isinstance(body, dict)
+                                       else body)
     except (ValueError, FaultError) as exc:
         return web.json_response({"error": str(exc)}, status=400)
     core.faults = faults

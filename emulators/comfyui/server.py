@@ -64,6 +64,9 @@ class ComfyEmulator:
         self.gpu = gpu
         initial, _ = parse_faults(faults or {})
         self._initial_faults: Faults = initial
+        # Start-up settings (e.g. --checkpoint-load-delay): the base every faults POST is
+        # merged over, so a test's faults never reset them.
+        self._base_faults = {k: v for k, v in (faults or {}).items() if k != "restart"}
         self._core: Core | None = None
         self._runner: web.AppRunner | None = None
         self._url: str | None = None
@@ -78,6 +81,7 @@ class ComfyEmulator:
     def core(self) -> Core:
         if self._core is None:
             self._core = Core(self.root_dir, self.time_scale, self._initial_faults, self.gpu)
+            self._core.base_faults = dict(self._base_faults)
         return self._core
 
     @property
@@ -107,7 +111,8 @@ class ComfyEmulator:
             self._runner = None
 
     def set_faults(self, faults: dict[str, Any]) -> None:
-        parsed, restart = parse_faults(faults)
+        """Faults merged over the start-up settings (``faults`` keys win)."""
+        parsed, restart = parse_faults({**self.core.base_faults, **faults})
         self.core.faults = parsed
         if restart:
             self.restart()
