@@ -113,6 +113,12 @@ def clash(gpu: str, comfyui_url: str, hosts_llm: bool, live: dict[str, Any]) -> 
     return None
 
 
+async def _refuse_a_clash(leases: GpuLeases, reg: GpuRegistration) -> None:
+    why = clash(reg.gpu, reg.comfyui_url, reg.hosts_llm, await _live_gpus(leases))
+    if why is not None:
+        raise GpuRefused(why)
+
+
 async def _comfy_answers(comfy: Any) -> bool:
     try:
         await asyncio.wait_for(comfy.system_stats(), _PROBE_TIMEOUT_S)
@@ -136,15 +142,15 @@ async def keep_registered(
     ``stop``; then leave. Raises GpuRefused when ``gpu`` clashes with a live GPU (see module)."""
     reg = GpuRegistration(gpu=gpu, hosts_llm=settings.gpu_sharing == GpuSharing.SHARED,
                           worker=leases.worker, comfyui_url=settings.comfyui_url)
-    why = clash(gpu, reg.comfyui_url, reg.hosts_llm, await _live_gpus(leases))
-    if why is not None:
-        raise GpuRefused(why)
+    await _refuse_a_clash(leases, reg)  # at once: a misconfigured worker exits before polling
     comfy = comfy_client(settings)
     registered = False
     wait_s = settings.gpu_register_every_s
     try:
         while not stop.is_set():
             if await _comfy_answers(comfy):
+                if not registered:  # again: another GPU may have joined while ComfyUI was away
+                    await _refuse_a_clash(leases, reg)
                 await _register(leases, reg)
                 if not registered:
                     logger.info("GPU %r registered with the scheduler (hosts the LLM: %s)",
