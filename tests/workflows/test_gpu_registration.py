@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,6 +21,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 from temporalio.client import Client, WorkflowHandle
+from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -31,6 +33,7 @@ from tests.fixtures.common import free_port, wait_until
 from workflows_temporal.contracts import GpuSharing
 from workflows_temporal.gpu_contracts import GpuRegistration, SchedulerState
 from workflows_temporal.gpu_scheduler import GpuSchedulerWorkflow
+from workflows_temporal.policies import GPU_SCHEDULER_ID
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -126,3 +129,37 @@ async def _alive(gpu: Any) -> bool:
 
 async def _dead(gpu: Any) -> bool:
     return not (await gpu()).get("alive")
+
+
+async def test_the_worker_command_exits_2_naming_both_gpus(
+    dev_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    """What the user ran: `worker --role image --gpu gpu0` on the ComfyUI GPU '' already has."""
+    url = "http://127.0.0.1:8188"
+    queue = f"sched-{uuid.uuid4()}"
+    async with Worker(dev_env.client, task_queue=queue, workflows=[GpuSchedulerWorkflow]):
+        handle = await dev_env.client.start_workflow(
+            GpuSchedulerWorkflow.run, SchedulerState(), id=GPU_SCHEDULER_ID, task_queue=queue,
+            id_conflict_policy=WorkflowIDConflictPolicy.TERMINATE_EXISTING)
+        await handle.signal(GpuSchedulerWorkflow.register,
+                            GpuRegistration(gpu="", comfyui_url=url))
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(Path(sys.executable).parent / "storyloom"), "worker", "--role", "image",
+                "--gpu", "gpu0", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+                env={"PATH": "/usr/bin:/bin", "HOME": str(tmp_path),
+                     "STORYLOOM_DATA_DIR": str(tmp_path / "data"), "STORYLOOM_COMFYUI_URL": url,
+                     "STORYLOOM_GPU_SHARING": "separate", "STORYLOOM_LOG_JSON": "0",
+                     "STORYLOOM_TEMPORAL_ADDRESS": dev_env.client.service_client.config.target_host})
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), 90)
+            finally:
+                if proc.returncode is None:
+                    proc.kill()
+                    await proc.wait()
+        finally:
+            await handle.terminate()
+    said = (out + err).decode()
+    # e76591a: the worker ran and registered "gpu0"; the scheduler counted one card twice.
+    assert proc.returncode == 2, said
+    assert "GPU 'gpu0' refused" in said and "GPU ''" in said and "--gpu ''" in said, said
