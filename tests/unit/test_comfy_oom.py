@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from pathlib import Path
 
 import httpx
 import pytest
@@ -11,6 +13,8 @@ import pytest
 from activities.comfyui.client import ComfyClient
 from activities.comfyui.follow import judge
 from activities.errors import ComfyExecutionError, to_application_error
+from tests.fixtures.comfy_emulator import txt2img_graph
+from tests.fixtures.gpu_emulators import gpu_fleet
 from workflows_temporal.policies import NON_RETRYABLE_TYPES
 
 
@@ -56,3 +60,28 @@ async def test_an_out_of_memory_failure_is_retried_and_names_the_likely_cause(
 async def test_other_node_failures_stay_final() -> None:
     err = to_application_error(await _error("ValueError", "bad seed"))
     assert err.non_retryable and "fix the input or the template" in str(err)
+
+
+async def test_a_render_beside_a_resident_llm_is_judged_retryable_over_real_sockets(
+    tmp_path: Path,
+) -> None:
+    """The emulated shared card (`emulate all --shared-gpu`): the ComfyUI client's judgement."""
+    async with gpu_fleet(tmp_path, 1, shared=True, time_scale=0.01) as fleet:
+        async with httpx.AsyncClient(base_url=fleet.ollama.url, timeout=10.0) as http:
+            (await http.post("/api/generate", json={"model": "llama3.2", "prompt": "Hi.",
+                                                    "stream": False})).raise_for_status()
+        pid = str(uuid.uuid4())
+        async with ComfyClient(fleet.comfy[0].url) as client:
+            await client.queue_prompt(txt2img_graph(7), pid)
+            caught: ComfyExecutionError | None = None
+            for _ in range(400):  # bounded: the emulated render fails within a second
+                try:
+                    if judge(await client.job_status(pid), pid, client.base_url).kind == "done":
+                        break
+                except ComfyExecutionError as exc:
+                    caught = exc
+                    break
+                await asyncio.sleep(0.05)
+    assert caught is not None and caught.exception_type == "torch.cuda.OutOfMemoryError"
+    err = to_application_error(caught)
+    assert not err.non_retryable and "registered under two GPU names" in str(err)
