@@ -5,7 +5,8 @@ attempt asks ComfyUI about it before submitting anything:
 
     COMPLETED  → download (no new execution)
     PENDING / RUNNING → follow it to the end
-    FAILED     → ComfyExecutionError (final)
+    FAILED     → ComfyExecutionError (final); out of GPU memory: submitted again (ComfyUI
+                 runs a reused id anew), since the failure raised ComfyOutOfMemory (retryable)
     CANCELLED  → attempt 1 (a new request, e.g. a re-render of the step) submits again;
                  a retry (attempt > 1) raises JobCancelled: someone cancelled *this* request
     UNKNOWN    → (lease) upload the reference, fill the template, open the socket, submit, follow
@@ -48,7 +49,7 @@ from activities.comfyui.client import ComfyClient
 from activities.comfyui.files import safe_name
 from activities.comfyui.follow import judge
 from activities.comfyui.models import JobState, ProgressEvent
-from activities.errors import JobLost, StoryloomError, to_application_error
+from activities.errors import ComfyOutOfMemory, JobLost, StoryloomError, to_application_error
 from activities.gpu.lease import GpuLeases
 from activities.templates import WorkflowManager, template_error
 from workflows_temporal.contracts import LOST_JOB_NOTE, RenderInput, RenderProgress, RenderResult
@@ -81,6 +82,11 @@ def render_client_id(workflow_id: str, step: str) -> str:
     """
     return uuid.uuid5(STORYLOOM_NAMESPACE, f"{workflow_id}/{step}/ws").hex
 
+
+def _out_of_memory(error: dict[str, Any] | None) -> bool:
+    err = error or {}
+    return ComfyOutOfMemory.is_out_of_memory(str(err.get("exception_type", "")),
+                                             str(err.get("exception_message", "")))
 
 class RenderLease(Protocol):
     """Fencing for submits: True if ``attempt`` may submit ``prompt_id`` (a DB compare-and-set
@@ -246,10 +252,16 @@ class ImageActivities:
         if resubmitted:
             logger.warning("render %s: ComfyUI lost prompt %s submitted by an earlier attempt; "
                            "submitting it again", inp.workflow_id, prompt_id)
-        if status.state is JobState.FAILED or (status.state is JobState.CANCELLED and attempt > 1):
+        # A job that ran out of GPU memory is run again: VRAM is transient (the retry's point).
+        oom = status.state is JobState.FAILED and _out_of_memory(status.error)
+        if oom:
+            logger.warning("render %s: prompt %s ran out of GPU memory before; submitting it "
+                           "again", inp.workflow_id, prompt_id)
+        if (status.state is JobState.FAILED and not oom) or (
+                status.state is JobState.CANCELLED and attempt > 1):
             judge(status, prompt_id, self.client.base_url)  # raises the typed error
         if status.state is not JobState.COMPLETED:
-            submit = status.state in (JobState.UNKNOWN, JobState.CANCELLED)
+            submit = status.state in (JobState.UNKNOWN, JobState.CANCELLED) or oom
             if not submit and self.lease is not None:
                 # Re-attach: raise the fence so an older attempt still following this job can
                 # no longer post it after a loss. Following needs no lease (a render moved to

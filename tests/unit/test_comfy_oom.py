@@ -9,12 +9,17 @@ from pathlib import Path
 
 import httpx
 import pytest
+from temporalio.exceptions import ApplicationError
 
+from activities.comfyui.activities import ImageActivities, render_prompt_id
 from activities.comfyui.client import ComfyClient
 from activities.comfyui.follow import judge
 from activities.errors import ComfyExecutionError, to_application_error
+from activities.templates import WorkflowManager
 from tests.fixtures.comfy_emulator import txt2img_graph
+from tests.fixtures.common import wait_until
 from tests.fixtures.gpu_emulators import gpu_fleet
+from tests.unit.test_render_activity import FAST, Beats, request
 from workflows_temporal.policies import NON_RETRYABLE_TYPES
 
 
@@ -85,3 +90,32 @@ async def test_a_render_beside_a_resident_llm_is_judged_retryable_over_real_sock
     assert caught is not None and caught.exception_type == "torch.cuda.OutOfMemoryError"
     err = to_application_error(caught)
     assert not err.non_retryable and "registered under two GPU names" in str(err)
+
+
+async def test_the_retry_of_an_out_of_memory_render_renders_it_once_the_gpu_is_free(
+    tmp_path: Path,
+) -> None:
+    """e76591a: the retry found the failed job under the same prompt id and failed again
+    without rendering, so retrying changed nothing. Now it submits the job again."""
+    async with gpu_fleet(tmp_path, 1, shared=True, time_scale=0.01) as fleet:
+        ollama = httpx.AsyncClient(base_url=fleet.ollama.url, timeout=10.0)
+        async with ollama, ComfyClient(fleet.comfy[0].url, timeouts=FAST) as client:
+            (await ollama.post("/api/generate", json={"model": "llama3.2", "prompt": "Hi.",
+                                                      "stream": False})).raise_for_status()
+            images = ImageActivities(client, WorkflowManager(), tmp_path / "media",
+                                     heartbeat_every=0.1)
+            inp = request()
+            with pytest.raises(ApplicationError) as caught:
+                await Beats().run(images, inp)
+            assert caught.value.type == "ComfyOutOfMemory" and not caught.value.non_retryable
+            # The scheduler's eviction: the LLM leaves the card; the engine retries.
+            (await ollama.post("/api/generate", json={"model": "llama3.2",
+                                                      "keep_alive": 0})).raise_for_status()
+            await wait_until(lambda: _no_model(ollama), timeout=20, what="the LLM to unload")
+            result = await Beats(attempt=2).run(images, inp)
+    assert Path(result.image_path).is_file() and result.prompt_id == render_prompt_id(
+        inp.workflow_id, inp.step)
+
+
+async def _no_model(ollama: httpx.AsyncClient) -> bool:
+    return not (await ollama.get("/api/ps")).json()["models"]
