@@ -45,18 +45,30 @@ class GpuPool:
 
     # ---- inputs -------------------------------------------------------------------------
 
-    def register(self, reg: GpuRegistration, now: float) -> None:
-        """A GPU worker is alive (or, ``leaving``, stops serving this GPU now)."""
+    def register(self, reg: GpuRegistration, now: float, *, one_name_per_url: bool = False
+                 ) -> bool:
+        """A GPU worker is alive (or, ``leaving``, stops serving this GPU now). With
+        ``one_name_per_url``, a ComfyUI already serving another live GPU is not registered under
+        a second name (one card counted twice; workers refuse it too): returns False."""
+        if one_name_per_url and not reg.leaving and self._url_taken(reg):
+            return False
         gpu = self.state.gpus.get(reg.gpu)
         if reg.leaving:
             if gpu is not None and gpu.alive:
                 gpu.alive = False
                 self.state.counters.dropped_gpus += 1
-            return
+            return True
         if gpu is None:
             gpu = self.state.gpus[reg.gpu] = GpuState(name=reg.gpu)
         gpu.hosts_llm, gpu.alive, gpu.last_seen, gpu.worker, gpu.comfyui_url = (
             reg.hosts_llm, True, now, reg.worker, reg.comfyui_url)
+        return True
+
+    def _url_taken(self, reg: GpuRegistration) -> bool:
+        url = reg.comfyui_url.rstrip("/").lower()
+        return bool(url) and any(
+            g.alive and g.name != reg.gpu and g.comfyui_url.rstrip("/").lower() == url
+            for g in self.state.gpus.values())
 
     def request(self, req: LeaseRequest, now: float) -> LeaseGrant:
         """Ask for a lease (idempotent on holder); returns the grant or "not yet"."""

@@ -35,7 +35,10 @@ with workflow.unsafe.imports_passed_through():
     )
     from workflows_temporal.gpu_pool import GpuPool
 
-__all__ = ["MAX_PARKED", "GpuSchedulerWorkflow"]
+__all__ = ["MAX_PARKED", "ONE_NAME_PER_URL_PATCH", "GpuSchedulerWorkflow"]
+
+# A ComfyUI URL serving one live GPU is not registered under a second name (issue 13).
+ONE_NAME_PER_URL_PATCH = "gpu-one-name-per-url"
 
 # Updates that wait inside the workflow at once; the server refuses more than ~10 in flight
 # (history.maxInFlightUpdates), and quick ones (grants, "not yet") need room too.
@@ -81,7 +84,8 @@ class GpuSchedulerWorkflow:
 
     @workflow.signal
     def register(self, reg: GpuRegistration) -> None:
-        self._pool.register(reg, _now())
+        self._pool.register(reg, _now(),
+                            one_name_per_url=workflow.patched(ONE_NAME_PER_URL_PATCH))
         self._dirty = True
 
     @workflow.signal

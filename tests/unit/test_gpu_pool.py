@@ -172,3 +172,20 @@ def test_one_render_waits_in_comfyui_behind_the_running_one_and_a_third_waits_he
         "b") == 2, "spread first, then the second place of each ComfyUI queue"
     assert not grants[4].granted
     assert not ask(p, "w", LLM).granted, "no LLM beside the renders"
+
+
+def test_one_comfyui_under_two_gpu_names_counts_as_one_gpu() -> None:
+    """Two workers started together on one ComfyUI (role all = GPU '', and --gpu gpu0) both
+    pass the worker's check; the scheduler keeps the first name (e76591a: two GPUs, both
+    hosting the LLM, so renders overlapped the LLM and ran out of memory)."""
+    p = GpuPool(SchedulerState())
+    url = "http://127.0.0.1:8188"
+    assert p.register(GpuRegistration(gpu="", hosts_llm=True, comfyui_url=url), 0.0,
+                      one_name_per_url=True)
+    assert not p.register(GpuRegistration(gpu="gpu0", hosts_llm=True, comfyui_url=url + "/"),
+                          0.5, one_name_per_url=True)
+    assert [name for name, g in p.stats()["gpus"].items() if g["alive"]] == [""]  # type: ignore[attr-defined]
+    assert ask(p, "s1/write", LLM).granted
+    assert not ask(p, "s2/render", IMAGE).granted, "no second GPU to render beside the LLM"
+    p.register(GpuRegistration(gpu="", leaving=True), 2.0)
+    assert p.register(GpuRegistration(gpu="gpu0", comfyui_url=url), 2.5, one_name_per_url=True)

@@ -163,3 +163,28 @@ async def test_the_worker_command_exits_2_naming_both_gpus(
     # e76591a: the worker ran and registered "gpu0"; the scheduler counted one card twice.
     assert proc.returncode == 2, said
     assert "GPU 'gpu0' refused" in said and "GPU ''" in said and "--gpu ''" in said, said
+
+
+async def test_the_scheduler_keeps_one_name_for_one_comfyui(
+    scheduler: WorkflowHandle[Any, Any],
+) -> None:
+    """Two workers that passed their check together: the scheduler still counts one card."""
+    url = "http://127.0.0.1:8190"
+    for name in ("", "gpu0"):
+        await scheduler.signal(GpuSchedulerWorkflow.register,
+                               GpuRegistration(gpu=name, hosts_llm=True, comfyui_url=url))
+    # A third GPU signalled last: once it shows, the two before it were handled (in order).
+    await scheduler.signal(GpuSchedulerWorkflow.register,
+                           GpuRegistration(gpu="other", comfyui_url="http://127.0.0.1:8191"))
+
+    async def gpus() -> dict[str, Any]:
+        found: dict[str, Any] = (await scheduler.query(GpuSchedulerWorkflow.stats))["gpus"]
+        return found
+
+    await wait_until(lambda: _has(gpus, "other"), timeout=20, what="the registrations")
+    alive = sorted(n for n, g in (await gpus()).items() if g["alive"])
+    assert alive == ["", "other"], alive  # e76591a: "", "gpu0", "other"
+
+
+async def _has(gpus: Any, name: str) -> bool:
+    return name in await gpus()
