@@ -14,7 +14,10 @@ from typing import Any
 from starter.outcome import EXIT_USAGE, CliFailure
 from starter.settings import Settings
 
-__all__ = ["explain_store_error", "no_store_note", "open_reading", "store_missing", "unknown_id"]
+__all__ = [
+    "explain_store_error", "no_store_note", "open_reading", "require_story", "store_missing",
+    "unknown_id",
+]
 
 _LIST_HINT = "`storyloom list` shows the stories."
 _NODE_HINT = "`storyloom tree STORY` lists a story's node ids."
@@ -64,6 +67,19 @@ async def open_reading(settings: Settings, ident: str | None = None,
         raise CliFailure(head + no_store_note(settings), EXIT_USAGE)
     await upgrade(settings.effective_database_url)
     return await open_store(settings.effective_database_url)
+
+
+async def require_story(settings: Settings, story_id: str) -> None:
+    """CliFailure (exit 2) when the store has no story ``story_id``; creates nothing."""
+    from activities.errors import StoreError
+
+    store = await open_reading(settings, story_id)
+    try:
+        await store.repo.get_story(story_id)
+    except StoreError as exc:
+        raise unknown_id(settings, story_id) from exc
+    finally:
+        await store.close()
 
 
 def explain_store_error(settings: Settings, exc: Any) -> CliFailure:

@@ -42,6 +42,7 @@ from starter.progress import Mode
 from starter.scene_command import still_running_note, ui_suffix
 from starter.service_urls import warn_other_urls
 from starter.settings import Settings, image_settings, text_settings
+from starter.store_access import require_story
 from starter.story_progress import follow_story
 from starter.story_running import refuse_if_story_running
 from starter.temporal_client import TemporalUnreachable, connect
@@ -224,20 +225,6 @@ async def run_story(settings: Settings, premise: str, request: StoryRequest, *,
                          illustrate=request.illustrate)
 
 
-async def _require_story(settings: Settings, story_id: str) -> None:
-    """CliFailure (exit 2) when the store has no story ``story_id``."""
-    from activities.errors import StoreError
-    from starter.store_access import open_reading, unknown_id
-
-    store = await open_reading(settings, story_id)
-    try:
-        await store.repo.get_story(story_id)
-    except StoreError as exc:
-        raise unknown_id(settings, story_id) from exc
-    finally:
-        await store.close()
-
-
 async def _running_story(settings: Settings, client: Client, ident: str, action: str
                          ) -> WorkflowHandle[Any, StoryResult]:
     """The running StoryWorkflow of a story id (or the workflow id itself)."""
@@ -247,7 +234,7 @@ async def _running_story(settings: Settings, client: Client, ident: str, action:
              'AND ExecutionStatus = "Running"')
     async for found in client.list_workflows(query, limit=1):
         return client.get_workflow_handle(found.id, result_type=StoryResult)
-    await _require_story(settings, ident)
+    await require_story(settings, ident)
     raise CliFailure(f"No story {ident!r} is running, so there is nothing to {action}; to "
                      f"write more scenes of a stopped story: `storyloom story --continue "
                      f"{ident} --scenes N`.", EXIT_USAGE)

@@ -7,9 +7,9 @@ from urllib.parse import quote
 
 import httpx
 
-from activities.errors import StoreError
 from starter.outcome import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliFailure
 from starter.settings import Settings
+from starter.store_access import require_story
 
 __all__ = ["show_story_link", "story_list_url", "story_query", "ui_answers", "ui_base"]
 
@@ -45,25 +45,13 @@ async def ui_answers(settings: Settings, timeout: float = 1.5) -> bool:
     return reply.status_code == 200
 
 
-async def _require_story(settings: Settings, story_id: str) -> None:
-    from starter.store_access import open_reading, unknown_id
-
-    store = await open_reading(settings, story_id)
-    try:
-        await store.repo.get_story(story_id)
-    except StoreError as exc:
-        raise unknown_id(settings, story_id) from exc
-    finally:
-        await store.close()
-
-
 async def show_story_link(settings: Settings, story_id: str) -> int:
     """`storyloom ui STORY`: print the link when the story exists and the UI answers.
 
     CliFailure exit 2 for an unknown story; exit 1 when the UI does not answer (the message
     still carries the link, for when it is up)."""
     url = story_list_url(settings, story_id)
-    await _require_story(settings, story_id)
+    await require_story(settings, story_id)
     if not await ui_answers(settings):
         raise CliFailure(f"The Temporal UI does not answer at {ui_base(settings)}: it runs "
                          "while `storyloom up` (without --headless) does. Then open " + url,
