@@ -29,6 +29,7 @@ from temporalio.client import WorkflowExecutionStatus
 from emulators.comfyui.png import png_size
 from tests.fixtures.common import wait_until
 from tests.fixtures.processes import CLI, Services, start_services
+from tests.fixtures.records import generations, node_row
 from workflows_temporal.cancels import KEPT_AFTER_CANCEL_NOTE
 from workflows_temporal.contracts import SceneResult
 from workflows_temporal.policies import STEPS
@@ -69,20 +70,6 @@ async def _storyloom(stack: Services, *args: str, env: dict[str, str] | None = N
     )
 
 
-def _node_row(db_file: Path, node_id: str) -> dict[str, Any]:
-    with sqlite3.connect(db_file) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-    assert row is not None
-    return dict(row)
-
-
-def _generations(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r["body"] for r in requests
-            if r["path"] in ("/api/generate", "/api/chat") and isinstance(r["body"], dict)
-            and (r["body"].get("prompt") or r["body"].get("messages"))]
-
-
 async def test_the_image_settings_reach_the_graph(stack: Services) -> None:
     run = await _storyloom(stack, "scene", DIRECTION, "--json", env={
         "STORYLOOM_CHECKPOINT": SDXL, "STORYLOOM_IMAGE_WIDTH": "320",
@@ -91,7 +78,7 @@ async def test_the_image_settings_reach_the_graph(stack: Services) -> None:
     result = SceneResult.model_validate_json(run.stdout)
     assert result.image_status == "done", result
     assert png_size(Path(result.image_path or "").read_bytes()) == (320, 192)
-    prompt_id = _node_row(stack.db_file, result.node_id)["image_prompt_id"]
+    prompt_id = node_row(stack.db_file, result.node_id)["image_prompt_id"]
     entry = (await _get(f"{stack.comfy_url}/history/{prompt_id}"))[prompt_id]
     graph = entry["prompt"][2]
     loaders = [n["inputs"]["ckpt_name"] for n in graph.values()
@@ -114,7 +101,7 @@ async def test_a_scene_through_a_socket_that_drops_at_every_connect(stack: Servi
     result = SceneResult.model_validate_json(run.stdout)
     assert result.image_status == "done", result
     assert Path(result.image_path or "").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert len(_node_row(stack.db_file, result.node_id)["text"]) > 200
+    assert len(node_row(stack.db_file, result.node_id)["text"]) > 200
     after = await _get(stack.comfy_url + "/_emulator/stats")
     assert after["executed"] - before["executed"] == 1  # one GPU job
     assert after["prompts_posted"] - before["prompts_posted"] == 1
@@ -122,7 +109,7 @@ async def test_a_scene_through_a_socket_that_drops_at_every_connect(stack: Servi
     # Backed off (at once, then 0.5 s doubling): the connects grow with the log of the time
     # (e76591a: 315 connects in 6.5 s).
     assert 2 <= connects <= 4 + math.log2(1 + elapsed / 0.5), (connects, elapsed)
-    calls = _generations((await _get(stack.ollama_url + "/_emulator/requests"))[llm_before:])
+    calls = generations((await _get(stack.ollama_url + "/_emulator/requests"))[llm_before:])
     assert len(calls) == 3, calls  # the scene, its summary, the cast: no extra LLM call
 
 
@@ -214,7 +201,7 @@ async def test_retry_image_renders_with_the_settings_the_node_was_made_with(
     retry = await _storyloom(stack, "retry-image", failed.node_id, "--json",
                              env={"STORYLOOM_IMAGE_WIDTH": "640"})
     assert retry.returncode == 0, (retry.stdout, retry.stderr)
-    row = _node_row(stack.db_file, failed.node_id)
+    row = node_row(stack.db_file, failed.node_id)
     assert row["image_status"] == "done"
     assert png_size(Path(row["image_path"]).read_bytes()) == (256, 384)
     prompt_id = row["image_prompt_id"]

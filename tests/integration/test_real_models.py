@@ -16,6 +16,7 @@ import pytest
 import pytest_asyncio
 
 from tests.fixtures.processes import Services, start_services
+from tests.fixtures.records import generations, node_row
 from workflows_temporal.contracts import SceneResult
 from workflows_temporal.policies import STEPS
 
@@ -35,20 +36,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Servi
         await services.close()
 
 
-def _node(db_file: Path, node_id: str) -> dict[str, Any]:
-    with sqlite3.connect(db_file) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-    assert row is not None
-    return dict(row)
-
-
-def _generations(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [r["body"] for r in requests
-            if r["path"] in ("/api/generate", "/api/chat") and isinstance(r["body"], dict)
-            and (r["body"].get("prompt") or r["body"].get("messages"))]
-
-
 async def _scene(stack: Services, faults: dict[str, Any], *args: str,
                  timeout: float = 90.0) -> tuple[SceneResult, dict[str, Any], list[dict[str, Any]],
                                                  int]:
@@ -65,7 +52,7 @@ async def _scene(stack: Services, faults: dict[str, Any], *args: str,
     result = SceneResult.model_validate_json(run.stdout)
     requests = await stack.emulator_get(stack.ollama_url, "/_emulator/requests")
     gpu_after = (await stack.emulator_get(stack.comfy_url, "/_emulator/stats"))["executed"]
-    return (result, _node(stack.db_file, result.node_id), _generations(requests[llm_before:]),
+    return (result, node_row(stack.db_file, result.node_id), generations(requests[llm_before:]),
             gpu_after - gpu_before)
 
 

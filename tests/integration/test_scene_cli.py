@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +16,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import Client
 
 from tests.fixtures.processes import Services, start_services
+from tests.fixtures.records import generations, node_row
 from workflows_temporal.contracts import SceneResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -38,14 +38,6 @@ async def stack(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Servi
     worker_codes = {name: code for name, code in codes.items() if name.startswith("worker-")}
     assert worker_codes and all(code == 0 for code in worker_codes.values()), (
         worker_codes, services.log_of(next(iter(worker_codes))).read_text()[-3000:])
-
-
-def _node_row(db_file: Path, node_id: str) -> dict[str, Any]:
-    with sqlite3.connect(db_file) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-    assert row is not None, f"node {node_id} is not in {db_file}"
-    return dict(row)
 
 
 async def _stats(url: str) -> dict[str, Any]:
@@ -74,13 +66,6 @@ async def _activity_summaries(client: Client, workflow_id: str) -> dict[str, str
     return found
 
 
-def _generations(requests: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Requests that make the model produce text (an unload has no prompt)."""
-    return [r["body"] for r in requests
-            if r["path"] in ("/api/generate", "/api/chat") and isinstance(r["body"], dict)
-            and (r["body"].get("prompt") or r["body"].get("messages"))]
-
-
 async def test_scene_is_written_saved_illustrated_and_traced(stack: Services) -> None:
     llm_before = await _llm_requests(stack.ollama_url)
     comfy_before = await _stats(stack.comfy_url)
@@ -91,7 +76,7 @@ async def test_scene_is_written_saved_illustrated_and_traced(stack: Services) ->
     result = SceneResult.model_validate_json(run.stdout)  # stdout is the JSON and nothing else
     assert result.image_status == "done"
     assert result.title
-    row = _node_row(stack.db_file, result.node_id)
+    row = node_row(stack.db_file, result.node_id)
     assert len(row["text"]) > 200 and row["title"] == result.title
     assert row["image_status"] == "done" and row["workflow_id"] == result.workflow_id
     image = Path(result.image_path or "")
@@ -104,7 +89,7 @@ async def test_scene_is_written_saved_illustrated_and_traced(stack: Services) ->
         assert summaries.get(step), f"{step} missing or without summary: {summaries}"
     assert "lighthouse" in summaries["write_scene"].lower()
 
-    calls = _generations((await _llm_requests(stack.ollama_url))[len(llm_before):])
+    calls = generations((await _llm_requests(stack.ollama_url))[len(llm_before):])
     # write_scene streams the scene once and asks for its summary once (stream false);
     # extract_cast makes one JSON-schema call; free_llm_vram's unload has no prompt.
     cast_calls = [c for c in calls if "format" in c]
@@ -130,7 +115,7 @@ async def test_failed_render_is_a_state_not_a_failed_scene(stack: Services) -> N
     assert run.returncode == 0, run.stderr
     assert "image FAILED" in run.stdout and "KSampler" in run.stdout, run.stdout
     node_id = run.stdout.split("node ", 1)[1].split()[0]
-    row = _node_row(stack.db_file, node_id)
+    row = node_row(stack.db_file, node_id)
     assert row["image_status"] == "failed"
     assert "KSampler" in (row["image_error"] or "")
     assert row["image_path"] is None
@@ -143,7 +128,7 @@ async def test_no_illustrate_skips_the_image(stack: Services) -> None:
     assert run.returncode == 0, run.stderr
     result = SceneResult.model_validate_json(run.stdout)
     assert result.image_status == "skipped" and result.image_path is None
-    assert _node_row(stack.db_file, result.node_id)["image_status"] == "skipped"
+    assert node_row(stack.db_file, result.node_id)["image_status"] == "skipped"
     assert (await _stats(stack.comfy_url))["submitted"] == comfy_before["submitted"]
     summaries = await _activity_summaries(stack.client, result.workflow_id)
     # No image steps; story memory (issue 6) still embeds and stores the scene's summary.

@@ -28,6 +28,7 @@ import pytest_asyncio
 from emulators.comfyui.png import png_size
 from tests.fixtures.common import free_port, wait_until
 from tests.fixtures.processes import CLI, Services, start_services
+from tests.fixtures.records import node_row
 from workflows_temporal.contracts import SceneResult
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -62,14 +63,6 @@ async def _get(url: str) -> Any:
         return reply.json()
 
 
-def _node_row(db_file: Path, node_id: str) -> dict[str, Any]:
-    with sqlite3.connect(db_file) as db:
-        db.row_factory = sqlite3.Row
-        row = db.execute("SELECT * FROM nodes WHERE id = ?", (node_id,)).fetchone()
-    assert row is not None
-    return dict(row)
-
-
 def _count(db_file: Path, table: str) -> int:
     if not db_file.exists():
         return 0
@@ -81,7 +74,7 @@ def _count(db_file: Path, table: str) -> int:
 
 
 async def _graph_of(stack: Services, node_id: str) -> dict[str, Any]:
-    prompt_id = _node_row(stack.db_file, node_id)["image_prompt_id"]
+    prompt_id = node_row(stack.db_file, node_id)["image_prompt_id"]
     graph: dict[str, Any] = (await _get(f"{stack.comfy_url}/history/{prompt_id}"))[prompt_id][
         "prompt"][2]
     return graph
@@ -102,7 +95,7 @@ async def test_retry_image_flags_recover_a_failed_picture(stack: Services) -> No
         await stack.emulator_post(stack.comfy_url, {})  # the server no longer has dreamshaper
     assert run.returncode == 0, run.stderr
     node = SceneResult.model_validate_json(run.stdout).node_id
-    assert _node_row(stack.db_file, node)["image_status"] == "failed"
+    assert node_row(stack.db_file, node)["image_status"] == "failed"
 
     # The terminal picks another checkpoint: the retry says which flag uses it, and refuses the
     # node's own (gone) checkpoint before starting (e76591a: rc 0, "failed again").
@@ -119,13 +112,13 @@ async def test_retry_image_flags_recover_a_failed_picture(stack: Services) -> No
         await stack.emulator_post(stack.comfy_url, {})
     assert again.returncode == 1, (again.stdout, again.stderr)
     assert "KSampler" in again.stderr
-    assert _node_row(stack.db_file, node)["image_status"] == "failed"
+    assert node_row(stack.db_file, node)["image_status"] == "failed"
 
     # The flags win (e76591a: there were no such options).
     fixed = await _storyloom(stack, "retry-image", node, "--json", "--checkpoint", SDXL,
                              "--width", "320", "--height", "256")
     assert fixed.returncode == 0, (fixed.stdout, fixed.stderr)
-    row = _node_row(stack.db_file, node)
+    row = node_row(stack.db_file, node)
     assert row["image_status"] == "done"
     assert png_size(Path(row["image_path"]).read_bytes()) == (320, 256)
     graph = await _graph_of(stack, node)
@@ -135,7 +128,7 @@ async def test_retry_image_flags_recover_a_failed_picture(stack: Services) -> No
     probe = await _storyloom(stack, "retry-image", node, "--force", "--json", "--template",
                              "probe", "--width", "96", "--height", "80")
     assert probe.returncode == 0, (probe.stdout, probe.stderr)
-    row = _node_row(stack.db_file, node)
+    row = node_row(stack.db_file, node)
     assert png_size(Path(row["image_path"]).read_bytes()) == (96, 80)
     assert _classes(await _graph_of(stack, node), "EmptyImage")
 
@@ -159,7 +152,7 @@ async def test_an_unreachable_comfyui_starts_and_the_reason_keeps_its_checkpoint
     assert run.returncode == 0, run.stderr
     result = SceneResult.model_validate_json(run.stdout)
     assert result.image_status == "failed"
-    reason = _node_row(stack.db_file, result.node_id)["image_error"]
+    reason = node_row(stack.db_file, result.node_id)["image_error"]
     assert reason == result.image_error
     # e76591a: "... Fix the te…" (the end cut off, no setting named).
     assert "STORYLOOM_CHECKPOINT" in reason and "--checkpoint" in reason, reason
@@ -191,7 +184,7 @@ async def test_the_terminals_fallback_models_reach_the_worker(stack: Services) -
     # fallback list, so the scene failed.
     assert run.returncode == 0, (run.stdout, run.stderr)
     result = SceneResult.model_validate_json(run.stdout)
-    row = _node_row(stack.db_file, result.node_id)
+    row = node_row(stack.db_file, result.node_id)
     assert row["model"].startswith("llama3.2"), row["model"]
     assert len(row["text"]) > 200
 
@@ -253,7 +246,7 @@ async def test_a_probe_story_never_renders_with_the_reference_template(stack: Se
     import json
 
     nodes = json.loads(run.stdout)["nodes"]
-    templates = [_node_row(stack.db_file, n["node_id"])["image_template"] for n in nodes]
+    templates = [node_row(stack.db_file, n["node_id"])["image_template"] for n in nodes]
     assert templates == ["probe"] * len(nodes), templates
 
 
