@@ -31,7 +31,9 @@ def with_last_beat(beats: Beats, state: str, prompt_id: str) -> Beats:
 async def test_worker_shutdown_fails_retryably_and_leaves_the_job_running(
     images: ImageActivities, comfy: ComfyClient, comfy_emulator: Any
 ) -> None:
-    comfy_emulator.set_faults({"step_delay": 2.0})
+    # 0.5 s a step at the fixture's time scale: the job cannot finish before the cancel lands,
+    # even on a loaded machine (at 2.0, 20 ms a step, it once did: a flaky pass of the render).
+    comfy_emulator.set_faults({"step_delay": 50.0})
     inp = request()
     pid = render_prompt_id(inp.workflow_id, inp.step)
     first = Beats()
